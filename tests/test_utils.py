@@ -1,0 +1,158 @@
+"""checks, training plumbing and plots."""
+
+from __future__ import annotations
+
+import random
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import utils  # noqa: E402
+from utils import training  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------- checks
+def test_check_close_passes_and_reports_the_error(capsys):
+    err = utils.check_close("sum", torch.tensor([1.0, 2.0]), np.array([1.0, 2.0 + 1e-9]))
+    assert 0 < err < 2e-9
+    assert capsys.readouterr().out.startswith("PASS  sum: max |error| = 1.0e-09")
+
+
+def test_check_close_fails_loudly(capsys):
+    with pytest.raises(utils.CheckFailed, match="max \\|error\\| = 1.00e-03 exceeds"):
+        utils.check_close("grad", [1.0, 2.001], [1.0, 2.0], atol=1e-6, hint="check the sign")
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL  grad") and "hint: check the sign" in out
+
+
+def test_check_close_refuses_broadcasting_and_nan():
+    with pytest.raises(utils.CheckFailed, match="shape"):
+        utils.check_close("b", torch.zeros(3, 1), torch.zeros(3))
+    with pytest.raises(utils.CheckFailed, match="NaN"):
+        utils.check_close("n", [float("nan")], [0.0])
+    with pytest.raises(utils.CheckFailed, match="not numeric"):
+        utils.check_close("s", "abc", [0.0])
+
+
+def test_check_close_relative_tolerance():
+    utils.check_close("big", [1e6 + 1.0], [1e6], atol=0.0, rtol=1e-5)
+    with pytest.raises(utils.CheckFailed):
+        utils.check_close("big", [1e6 + 100.0], [1e6], atol=0.0, rtol=1e-5)
+
+
+def test_check_shape_and_true(capsys):
+    utils.check_shape("conv out", torch.zeros(6, 20, 12, 12), (None, 20, 12, 12))
+    with pytest.raises(utils.CheckFailed, match=r"shape \(6, 20, 12, 12\), expected \(6, 720\)"):
+        utils.check_shape("flat", torch.zeros(6, 20, 12, 12), (6, 720))
+    utils.check_true("accuracy", 0.98 > 0.97, "98 % > 97 %")
+    with pytest.raises(utils.CheckFailed, match="too low"):
+        utils.check_true("accuracy", False, "too low")
+    assert "PASS  accuracy: 98 % > 97 %" in capsys.readouterr().out
+
+
+# -------------------------------------------------------------------------------- training
+def test_seed_everything_makes_runs_repeatable():
+    def draw(seed):
+        g = utils.seed_everything(seed)
+        return (
+            random.random(),
+            np.random.rand(),
+            torch.rand(1).item(),
+            torch.randperm(5, generator=g).tolist(),
+        )
+
+    assert draw(123) == draw(123)
+    assert all(a != b for a, b in zip(draw(123), draw(124)))
+
+
+def test_get_device_prints_its_choice(capsys):
+    device = utils.get_device()
+    assert device.type in ("cpu", "cuda", "mps")
+    assert f"Using device: {device.type}" in capsys.readouterr().out
+
+
+def test_minibatches_cover_the_data_once_per_epoch():
+    X, y = torch.arange(10).float().unsqueeze(1), torch.arange(10)
+    batches = list(
+        utils.minibatches(X, y, batch_size=4, generator=torch.Generator().manual_seed(0))
+    )
+    assert [len(b[1]) for b in batches] == [4, 4, 2] == [4, 4, 10 - 8]
+    assert len(batches) == utils.n_batches(10, 4) == 3
+    seen = torch.cat([b[1] for b in batches])
+    assert sorted(seen.tolist()) == list(range(10)) and seen.tolist() != list(range(10))
+    for xb, yb in batches:  # rows stay aligned
+        assert torch.equal(xb.squeeze(1).long(), yb)
+    ordered = torch.cat([b[1] for b in utils.minibatches(X, y, batch_size=3, shuffle=False)])
+    assert ordered.tolist() == list(range(10))
+    with pytest.raises(ValueError, match="same length"):
+        next(utils.minibatches(X, y[:5], batch_size=2))
+
+
+@pytest.mark.parametrize(("n", "m", "expected"), [(10_000, 200, 50), (10_001, 200, 51), (5, 10, 1)])
+def test_n_batches(n, m, expected):
+    assert utils.n_batches(n, m) == expected
+
+
+def test_plain_progress_prints_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_PLAIN_PROGRESS", "1")
+    bar = utils.progress_bar(range(50), desc="epochs")
+    for _ in bar:
+        bar.set_postfix(loss=0.5)
+    out = capsys.readouterr()
+    assert out.out.count("\n") == 1 and "\r" not in out.out
+    assert out.out.startswith("epochs: 100%") and "50/50" in out.out and "loss=0.5" in out.out
+    assert out.err == ""
+
+
+def test_interactive_progress_is_a_text_bar_not_a_widget(monkeypatch, capsys):
+    monkeypatch.delenv("COURSE_PLAIN_PROGRESS", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    bar = utils.progress_bar(range(3), desc="live")
+    assert type(bar).__module__ == "tqdm.std"  # never tqdm.notebook's widget
+    list(bar)
+    assert "live: 100%" in capsys.readouterr().out
+    monkeypatch.setenv("CI", "true")
+    assert isinstance(utils.progress_bar(range(3)), training._PlainBar)
+
+
+def test_train_classifier_learns_a_separable_problem(monkeypatch):
+    monkeypatch.setenv("COURSE_PLAIN_PROGRESS", "1")
+    g = utils.seed_everything(0)
+    X = torch.randn(400, 2)
+    y = (X[:, 0] + X[:, 1] > 0).long()
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    losses = utils.train_classifier(model, opt, X, y, epochs=5, batch_size=50, generator=g)
+    assert len(losses) == 5 * 8
+    assert np.mean(losses[-8:]) < 0.5 * np.mean(losses[:8])
+    assert utils.accuracy(model, X, y) > 0.95
+    assert utils.predict(model, X, batch_size=64).shape == (400, 2)
+    assert model.training  # predict() restores the mode
+
+
+# ----------------------------------------------------------------------------------- plots
+def test_plots_draw_what_they_are_given():
+    ax = utils.plot_losses({"SGD": [3, 2, 1], "Adam": torch.tensor([3.0, 1.0, 0.5])}, logy=True)
+    assert [line.get_label() for line in ax.get_lines()] == ["SGD", "Adam"]
+    assert ax.get_yscale() == "log"
+    fig = utils.show_images(torch.rand(10, 1, 28, 28), labels=list(range(10)), ncols=5)
+    assert len(fig.axes) == 10 and fig.axes[3].get_title() == "3"
+    fig = utils.plot_histograms({"layer 1": np.random.randn(100), "layer 2": np.random.randn(100)})
+    assert [a.get_title() for a in fig.axes] == ["layer 1", "layer 2"]
+    ax = utils.plot_heatmap(np.eye(3), xticklabels=list("abc"), yticklabels=list("xyz"), annot=True)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    plt.close("all")
+
+
+def test_course_style_is_colour_blind_safe_and_opaque():
+    utils.use_course_style()
+    cycle = [c["color"] for c in matplotlib.rcParams["axes.prop_cycle"]]
+    assert cycle[:3] == utils.PALETTE[:3] == ["#0072B2", "#E69F00", "#009E73"]
+    assert matplotlib.rcParams["figure.facecolor"] == "white"

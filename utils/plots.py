@@ -1,0 +1,185 @@
+"""One plotting style for the whole course, and the plots every lecture needs.
+
+The palette is Okabe–Ito (safe for the common kinds of colour blindness); figures
+have an opaque white background, so they stay readable in dark JupyterLab themes
+and on GitHub's dark mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+
+__all__ = [
+    "PALETTE",
+    "use_course_style",
+    "plot_losses",
+    "show_images",
+    "plot_histograms",
+    "plot_heatmap",
+]
+
+# Okabe & Ito (2008), "Color Universal Design"; black last.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+
+
+def use_course_style() -> None:
+    """Apply the course's matplotlib style (called on ``import utils``)."""
+    mpl.rcParams.update(
+        {
+            "axes.prop_cycle": mpl.cycler(color=PALETTE),
+            "figure.figsize": (6.4, 4.0),
+            "figure.dpi": 80,
+            "savefig.dpi": 120,
+            "figure.facecolor": "white",
+            "savefig.facecolor": "white",
+            "axes.facecolor": "white",
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.titleweight": "bold",
+            "legend.frameon": False,
+            "image.cmap": "viridis",
+            "font.size": 11,
+            "figure.constrained_layout.use": True,
+        }
+    )
+    # Chinese names and course terms need a CJK font; use one if the system has it.
+    from matplotlib import font_manager
+
+    cjk = sorted({f.name for f in font_manager.fontManager.ttflist if "CJK" in f.name})
+    if cjk:
+        mpl.rcParams["font.sans-serif"] = [cjk[0], *mpl.rcParams["font.sans-serif"]]
+
+
+def _to_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def plot_losses(
+    curves: Mapping[str, Sequence[float]],
+    *,
+    logy: bool = False,
+    xlabel: str = "step",
+    ylabel: str = "loss",
+    title: str | None = None,
+    ax=None,
+):
+    """Plot one or more loss curves, labelled by the mapping's keys."""
+    if ax is None:
+        _, ax = plt.subplots()
+    for label, values in curves.items():
+        values = _to_numpy(values).ravel()
+        ax.plot(np.arange(1, len(values) + 1), values, label=label, lw=1.8)
+    if logy:
+        ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    if title:
+        ax.set_title(title)
+    if len(curves) > 1:
+        ax.legend()
+    return ax
+
+
+def show_images(
+    images,
+    labels: Sequence | None = None,
+    *,
+    ncols: int = 8,
+    cmap: str = "gray",
+    size: float = 1.3,
+    title: str | None = None,
+):
+    """Show a grid of images: ``[n, H, W]``, ``[n, 1, H, W]``, ``[n, H, W, 3]`` or ``[n, 3, H, W]``."""
+    images = _to_numpy(images)
+    if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3):
+        images = images.transpose(0, 2, 3, 1)  # channels last for imshow
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size * ncols, size * nrows + (0.3 if title else 0)), squeeze=False
+    )
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i], cmap=cmap if images[i].ndim == 2 else None)
+            if labels is not None:
+                ax.set_title(str(labels[i]), fontsize=9, fontweight="normal")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_histograms(
+    samples: Mapping[str, object],
+    *,
+    bins: int = 50,
+    ncols: int | None = None,
+    sharex: bool = False,
+    xlabel: str | None = None,
+    title: str | None = None,
+):
+    """One histogram panel per entry of ``samples`` (e.g. activations per layer)."""
+    ncols = ncols or len(samples)
+    nrows = int(np.ceil(len(samples) / ncols))
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(2.6 * ncols, 2.2 * nrows), sharex=sharex, squeeze=False
+    )
+    for ax, (label, values) in zip(axes.flat, samples.items()):
+        ax.hist(_to_numpy(values).ravel(), bins=bins, color=PALETTE[0], alpha=0.85)
+        ax.set_title(label, fontsize=10)
+        ax.set_yticks([])
+        if xlabel:
+            ax.set_xlabel(xlabel)
+    for ax in list(axes.flat)[len(samples) :]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_heatmap(
+    matrix,
+    *,
+    xticklabels: Sequence | None = None,
+    yticklabels: Sequence | None = None,
+    annot: bool = False,
+    fmt: str = ".2f",
+    cmap: str = "viridis",
+    title: str | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    ax=None,
+    **kwargs,
+):
+    """A labelled heatmap (attention maps, confusion matrices, Jacobians) via seaborn."""
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots()
+    sns.heatmap(
+        _to_numpy(matrix),
+        ax=ax,
+        annot=annot,
+        fmt=fmt,
+        cmap=cmap,
+        xticklabels=xticklabels if xticklabels is not None else "auto",
+        yticklabels=yticklabels if yticklabels is not None else "auto",
+        square=True,
+        cbar_kws={"shrink": 0.8},
+        **kwargs,
+    )
+    ax.grid(False)
+    ax.set(xlabel=xlabel or "", ylabel=ylabel or "")
+    if title:
+        ax.set_title(title)
+    return ax
