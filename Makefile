@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NB     ?= notebooks/*.ipynb
 
-.PHONY: setup lab test execute clean
+.PHONY: setup lab test execute assignments clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ test: setup
 # For authors: re-execute notebooks in place in a fresh kernel (make execute NB=notebooks/01_autograd.ipynb).
 execute: setup
 	$(BIN)/python -m utils.notebooks execute $(NB)
+
+# For instructors: regenerate assignments/ from solutions/ (the single source).
+assignments: setup
+	$(BIN)/python -m utils.assignments
 
 clean:
 	rm -rf $(VENV)

@@ -14,19 +14,27 @@ from pathlib import Path
 
 import nbformat
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
 _KEEP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)
 
 
-def definitions(name: str) -> types.SimpleNamespace:
-    """``definitions("01_autograd")`` → namespace of that notebook's functions/classes."""
-    path = NOTEBOOKS / f"{name}.ipynb"
+def definitions(name: str, folder: str = "notebooks") -> types.SimpleNamespace:
+    """``definitions("01_autograd")`` → namespace of that notebook's functions/classes.
+
+    ``folder="solutions"`` loads an instructor's solution notebook instead.
+    """
+    path = REPO / folder / f"{name}.ipynb"
     nb = nbformat.read(path, as_version=4)
     namespace: dict = {"__name__": f"notebook_{name}"}
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        lines = [ln for ln in cell.source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+        # IPython magics (%pip, !ls) are not Python: keep the block structure with `pass`
+        lines = [
+            ln[: len(ln) - len(ln.lstrip())] + "pass" if ln.lstrip().startswith(("%", "!")) else ln
+            for ln in cell.source.splitlines()
+        ]
         tree = ast.parse("\n".join(lines), filename=str(path))
         keep = [node for node in tree.body if isinstance(node, _KEEP)]
         if keep:

@@ -200,6 +200,7 @@ def fetch(name: str, *, progress: bool = True) -> Path:
             progressbar=bar,
         )
     except ValueError as e:  # pooch: hash mismatch; the bad download was not kept
+        _discard(bar)
         hashes = re.findall(r"\b[0-9a-f]{64}\b", str(e))
         actual = next((h for h in hashes if h != entry.sha256), "unknown")
         raise DataIntegrityError(
@@ -210,14 +211,23 @@ def fetch(name: str, *, progress: bool = True) -> Path:
             f"and save it as {path}."
         ) from None
     except (requests.exceptions.RequestException, OSError) as e:
+        _discard(bar)
+        reason = str(e) if len(str(e)) < 200 else str(e)[:200] + "..."
         raise DataUnavailableError(
-            f"Could not download {name!r} from {url}\n  ({type(e).__name__}: {e})\n"
+            f"Could not download {name!r} from {url}\n  ({type(e).__name__}: {reason})\n"
             f"and there is no cached copy at {path}.\n"
             f"Fix: connect to the internet and run again, or download the file by hand "
             f"from {entry.url} and save it as {path} (or point ${DATA_DIR_ENV} at a "
             f"folder that holds {entry.path})."
-        ) from e
+        ) from None
     return path
+
+
+def _discard(bar) -> None:
+    """Close a progress bar of a failed download without printing it as finished."""
+    if bar:
+        bar.leave = False
+        bar.close()
 
 
 # ---------------------------------------------------------------------------- names

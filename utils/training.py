@@ -31,6 +31,8 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     Returns a ``torch.Generator`` seeded with ``seed``, handy for DataLoaders and
     :func:`minibatches`, so that shuffling does not depend on what ran before.
     """
+    # cuBLAS needs this (before CUDA starts) to be deterministic, else torch warns on CUDA
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -101,7 +103,7 @@ class _PlainBar(tqdm):
         self._reported = False
 
     def close(self):
-        if not self.disable and not self._reported:
+        if not self.disable and not self._reported and self.leave:
             self._reported = True
             print(self.format_meter(**self.format_dict), file=sys.stdout, flush=True)
         super().close()

@@ -1,0 +1,203 @@
+"""Lecture 01 (autograd): the notebook's hand-derived derivatives against PyTorch autograd."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from nbdefs import definitions
+from torch.autograd.functional import hessian, jacobian
+
+D = torch.float64
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return definitions("01_autograd")
+
+
+@pytest.fixture
+def gen():
+    return torch.Generator().manual_seed(2024)
+
+
+def _close(actual, expected, atol=1e-10):
+    torch.testing.assert_close(
+        torch.as_tensor(actual, dtype=D), torch.as_tensor(expected, dtype=D), atol=atol, rtol=0
+    )
+
+
+# ------------------------------------------------------------------- derivative as a limit
+def test_forward_difference_of_a_square_is_off_by_exactly_dx(nb):
+    for x, dx in [(3.0, 1.0), (3.0, 0.5), (-1.2, 0.01), (0.7, 1e-3)]:
+        assert nb.forward_difference(nb.square, x, dx) == pytest.approx(2 * x + dx, abs=1e-9)
+
+
+def test_central_difference_is_second_order(nb):
+    x = np.linspace(-2, 2, 9)
+    for h in [1e-2, 1e-3]:
+        err = np.abs(nb.central_difference(np.exp, x, h) - np.exp(x))
+        assert err.max() < np.exp(2) * h**2 / 6 * 1.05 + 1e-12
+    # and the forward difference is only first order: 100 times worse at h = 1e-2
+    fwd = np.abs(nb.forward_difference(np.exp, 0.0, 1e-2) - 1.0)
+    assert fwd > 100 * abs(nb.central_difference(np.exp, 0.0, 1e-2) - 1.0)
+
+
+@pytest.mark.parametrize("dx", [1.0, 0.5, 0.25, 0.01])
+def test_riemann_table_is_a_left_sum(nb, dx):
+    table = nb.riemann_table(nb.two_x, nb.square, dx, x_max=3.0)
+    x = table["x"].to_numpy()
+    assert x[0] == 0 and x[-1] == pytest.approx(3.0) and len(x) == round(3 / dx) + 1
+    # closed form of the left sum of 2x: x^2 - x dx (a right sum would give x^2 + x dx)
+    np.testing.assert_allclose(table["F̂(x)"], x**2 - x * dx, atol=1e-10)
+    np.testing.assert_allclose(table["F(x)"], x**2)
+
+
+def test_riemann_table_reproduces_the_notes(nb):
+    ends = [
+        nb.riemann_table(nb.two_x, nb.square, dx, 3.0)["F̂(x)"].iloc[-1] for dx in (1, 0.5, 0.01)
+    ]
+    np.testing.assert_allclose(ends, [6.0, 7.5, 8.97], atol=1e-10)
+
+
+def test_riemann_table_converges_to_the_integral_of_another_function(nb):
+    table = nb.riemann_table(np.cos, np.sin, 1e-3, x_max=1.5)
+    assert abs(table["F̂(x)"].iloc[-1] - math.sin(1.5)) < 1e-3
+
+
+# ------------------------------------------------------------------------- numerical gradient
+def test_numerical_gradient_matches_autograd(nb, gen):
+    def f(t):
+        return (torch.sin(t) * t**2).sum() + t.prod()
+
+    x = torch.randn(3, 4, generator=gen, dtype=D).requires_grad_()
+    f(x).backward()
+    num = nb.numerical_gradient(f, x)
+    assert num.shape == x.shape
+    _close(num, x.grad, atol=1e-7)
+
+
+# --------------------------------------------------------------------------------- chain rule
+def test_grad_z_by_hand_matches_autograd(nb, gen):
+    x1 = (0.05 + 6 * torch.rand(1000, generator=gen, dtype=D)).requires_grad_()
+    x2 = (0.05 + 6 * torch.rand(1000, generator=gen, dtype=D)).requires_grad_()
+    nb.z_fn(x1, x2).sum().backward()
+    d1, d2 = nb.grad_z_by_hand(x1.detach(), x2.detach())
+    _close(d1, x1.grad, atol=1e-11)
+    _close(d2, x2.grad, atol=1e-11)
+
+
+def test_grad_z_by_hand_with_negative_inputs(nb):
+    # log(x1 x2) is defined when both are negative too
+    x1 = torch.tensor([-0.7, -2.0], dtype=D, requires_grad=True)
+    x2 = torch.tensor([-1.3, -0.4], dtype=D, requires_grad=True)
+    nb.z_fn(x1, x2).sum().backward()
+    d1, d2 = nb.grad_z_by_hand(x1.detach(), x2.detach())
+    _close(d1, x1.grad)
+    _close(d2, x2.grad)
+
+
+def test_f_xy_gradient_and_the_notes_values(nb, gen):
+    x = (0.1 + 3 * torch.rand(500, generator=gen, dtype=D)).requires_grad_()
+    y = (6 * torch.rand(500, generator=gen, dtype=D) - 3).requires_grad_()
+    nb.f_xy(x, y).sum().backward()
+    fx, fy = nb.grad_f_by_hand(x.detach(), y.detach())
+    _close(fx, x.grad)
+    _close(fy, y.grad)
+    fx, fy = nb.grad_f_by_hand(torch.tensor(1.0, dtype=D), torch.tensor(2.0, dtype=D))
+    assert round(fx.item(), 4) == 0.1677 and round(fy.item(), 4) == -0.4161
+
+
+def test_hessian_f_by_hand_matches_autograd(nb, gen):
+    for _ in range(5):
+        v = torch.stack(
+            [
+                0.2 + 2 * torch.rand((), generator=gen, dtype=D),
+                torch.randn((), generator=gen, dtype=D),
+            ]
+        )
+        H = hessian(lambda t: nb.f_xy(t[0], t[1]), v)
+        _close(nb.hessian_f_by_hand(v[0], v[1]), H)
+
+
+# ---------------------------------------------------------------------- vectors and matrices
+def test_grad_sum_of_squares(nb, gen):
+    x = torch.randn(7, generator=gen, dtype=D, requires_grad=True)
+    y = torch.randn(7, generator=gen, dtype=D, requires_grad=True)
+    nb.sum_of_squares(x, y).backward()
+    gx, gy = nb.grad_sum_of_squares_by_hand(x.detach(), y.detach())
+    _close(gx, x.grad)
+    _close(gy, y.grad)
+
+
+@pytest.mark.parametrize("n", [2, 4, 5])
+def test_grad_logdet_is_inverse_transpose(nb, gen, n):
+    # non-symmetric, so a missing transpose fails; positive determinant for torch.logdet
+    X = 2 * torch.eye(n, dtype=D) + torch.randn(n, n, generator=gen, dtype=D) / n**0.5
+    if torch.linalg.det(X) < 0:
+        X[0] = -X[0]
+    assert (X - X.T).abs().max() > 1e-3
+    X.requires_grad_()
+    torch.logdet(X).backward()
+    _close(nb.grad_logdet_by_hand(X.detach()), X.grad)
+
+
+def test_grad_logdet_also_holds_for_log_abs_det(nb, gen):
+    X = torch.randn(4, 4, generator=gen, dtype=D) + 2 * torch.eye(4, dtype=D)
+    X[1] = -X[1] if torch.linalg.det(X) > 0 else X[1]  # make det X < 0
+    X.requires_grad_()
+    torch.linalg.slogdet(X).logabsdet.backward()
+    _close(nb.grad_logdet_by_hand(X.detach()), X.grad)
+
+
+def test_grad_sum_sigmoid_matmul_non_square(nb, gen):
+    X = torch.randn(7, 3, generator=gen, dtype=D, requires_grad=True)
+    W = torch.randn(3, 5, generator=gen, dtype=D, requires_grad=True)
+    torch.sigmoid(X @ W).sum().backward()
+    dX, dW = nb.grad_sum_sigmoid_matmul_by_hand(X.detach(), W.detach())
+    assert dX.shape == X.shape and dW.shape == W.shape
+    _close(dX, X.grad)
+    _close(dW, W.grad)
+
+
+# ------------------------------------------------------------------------------- Jacobians
+def test_softmax_jacobian(nb, gen):
+    u = 3 * torch.randn(6, generator=gen, dtype=D)
+    J = jacobian(lambda t: torch.softmax(t, dim=0), u)
+    _close(nb.softmax_jacobian_by_hand(u), J)
+
+
+def test_tanh_layer_jacobian_non_square(nb, gen):
+    A = torch.randn(5, 3, generator=gen, dtype=D)
+    x = torch.randn(3, generator=gen, dtype=D)
+    J = jacobian(lambda t: torch.tanh(A @ t), x)
+    _close(nb.tanh_layer_jacobian_by_hand(A, x), J)
+
+
+# ------------------------------------------------------------------------ graph and training
+def test_print_graph_names_the_leaves(nb, capsys):
+    a = torch.tensor(1.0, requires_grad=True)
+    b = torch.tensor(2.0, requires_grad=True)
+    nb.print_graph((torch.exp(a) * b).grad_fn, {id(a): "a", id(b): "b"})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "MulBackward0"
+    assert lines[1].strip() == "ExpBackward0"
+    assert sum("AccumulateGrad" in ln for ln in lines) == 2
+    assert any(ln.endswith(".grad of a") for ln in lines) and any(
+        ln.endswith(".grad of b") for ln in lines
+    )
+
+
+def test_gradient_descent_reaches_least_squares_only_when_gradients_are_reset(nb, gen):
+    X = torch.randn(100, 4, generator=gen, dtype=D)
+    y = X @ torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=D) + 0.1 * torch.randn(
+        100, generator=gen, dtype=D
+    )
+    ols = torch.linalg.lstsq(X, y.unsqueeze(1)).solution.squeeze(1)
+    b, losses = nb.fit_linear_regression_gd(X, y, lr=0.1, steps=300)
+    assert len(losses) == 300 and not b.requires_grad
+    _close(b, ols, atol=1e-8)
+    _, losses_bad = nb.fit_linear_regression_gd(X, y, lr=0.1, steps=300, zero_grad=False)
+    assert losses_bad[-1] > 10 * losses[-1]
