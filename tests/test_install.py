@@ -77,6 +77,8 @@ def test_installed_package_finds_its_data_from_anywhere(fresh_python, source_dir
         print(len(names), names[0])
         print(utils.cache_dir())
         print(utils.sample_image("logo").shape)
+        import utils.exercises, utils.text  # subpackages and package data are installed too
+        print(len(utils.text.chinese_names_split()["test"]))
         """
     )
     try:
@@ -91,11 +93,12 @@ def test_installed_package_finds_its_data_from_anywhere(fresh_python, source_dir
     finally:
         server.stop()
     assert out.returncode == 0, out.stderr
-    count, cache, shape = out.stdout.splitlines()[-3:]
+    count, cache, shape, n_test = out.stdout.splitlines()[-4:]
     assert count == "32033 emma"
     assert Path(cache).is_relative_to(tmp_path / "home" / ".cache"), cache
     assert (Path(cache) / "names" / "names.txt").is_file()
     assert shape == "(130, 542, 4)"
+    assert n_test == "3878"
 
 
 def test_installed_package_runs_a_lecture_notebook_from_another_folder(fresh_python, tmp_path):

@@ -1,0 +1,1 @@
+"""Stored data splits (package data), read by utils.text."""
