@@ -16,9 +16,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from ..checks import CheckFailed
+from ..checks import CheckFailed, check_true
 
-__all__ = ["CheckFailed", "exercise"]
+__all__ = ["CheckFailed", "call", "exercise", "generator", "require"]
 
 
 @contextlib.contextmanager
@@ -34,3 +34,26 @@ def exercise(name: str) -> Iterator[None]:
     except NotImplementedError:
         print(f"TODO  {name}: not implemented yet (replace `raise NotImplementedError()`).")
         raise
+
+
+def generator(seed: int):
+    """A private random generator, so checks never touch the global random state."""
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+def call(name: str, fn, *args, hint: str | None = None):
+    """Call the student's function; any error other than a stub's becomes a FAIL."""
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any error of the student's code is a FAIL
+        check_true(name, False, f"raised {type(e).__name__}: {e}", hint=hint)
+
+
+def require(condition, name: str, message: str, hint: str | None = None) -> None:
+    """A structural check that only speaks up when it fails."""
+    if not condition:
+        check_true(name, False, message, hint=hint)
