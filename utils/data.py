@@ -125,9 +125,15 @@ def cache_dir() -> Path:
     repo = Path(__file__).resolve().parent.parent
     if (repo / "pyproject.toml").is_file() and (repo / "notebooks").is_dir():
         return repo / "data"  # an editable install inside a checkout
-    import pooch
+    return Path(_pooch().os_cache("pytorch-stats-course"))
 
-    return Path(pooch.os_cache("pytorch-stats-course"))
+
+def _pooch():
+    """Import pooch quietly: it imports tqdm.auto, which warns in Jupyter without ipywidgets."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import pooch
+    return pooch
 
 
 def sha256(path: str | os.PathLike, *, limit: int | None = None, offset: int = 0) -> str:
@@ -166,9 +172,9 @@ def fetch(name: str, *, progress: bool = True) -> Path:
     Uses the cached copy when its SHA-256 is right; otherwise downloads it (with a
     progress bar) and verifies it. Raises a :class:`DataError` that says what to do.
     """
-    import pooch
     import requests
 
+    pooch = _pooch()
     entry = _entry(name)
     path = cache_dir() / entry.path
     url = _url(entry)
