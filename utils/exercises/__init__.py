@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from ..checks import CheckFailed, check_true
 
-__all__ = ["CheckFailed", "call", "exercise", "generator", "require"]
+__all__ = ["CheckFailed", "call", "exercise", "generator", "require", "require_tensor"]
 
 
 @contextlib.contextmanager
@@ -57,3 +57,13 @@ def require(condition, name: str, message: str, hint: str | None = None) -> None
     """A structural check that only speaks up when it fails."""
     if not condition:
         check_true(name, False, message, hint=hint)
+
+
+TENSOR_HINT = "return a torch tensor (no .item(), no NumPy), so autograd can differentiate it"
+
+
+def require_tensor(name: str, x, hint: str | None = TENSOR_HINT) -> None:
+    """FAIL unless the student's function returned a tensor."""
+    import torch
+
+    require(isinstance(x, torch.Tensor), name, f"returned a {type(x).__name__}, not a tensor", hint)

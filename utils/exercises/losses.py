@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_close, check_shape, check_true
-from . import call, exercise, generator, require
+from . import call, exercise, generator, require, require_tensor
 
 __all__ = [
     "check_loss_fn_logistic",
@@ -46,12 +46,6 @@ _call = functools.partial(call, hint=_CALL_HINT)
 _require = require
 
 
-def _is_tensor(name: str, x, hint: str | None = None) -> None:
-    _require(
-        isinstance(x, torch.Tensor), name, f"returned a {type(x).__name__}, not a tensor", hint
-    )
-
-
 _SCALAR_HINT = (
     "return the loss as a 0-dimensional tensor (a mean over the observations), not a "
     "vector and not a Python float (.item() would cut it off from autograd)"
@@ -64,7 +58,7 @@ _AUTOGRAD_HINT = (
 
 def _scalar_loss(name: str, fn, *args, hint: str | None = None) -> torch.Tensor:
     loss = _call(name, fn, *args, hint=hint)
-    _is_tensor(name, loss, hint=_SCALAR_HINT)
+    require_tensor(name, loss, hint=_SCALAR_HINT)
     _require(loss.dim() == 0, name, f"returned shape {tuple(loss.shape)}", hint=_SCALAR_HINT)
     return loss
 
@@ -173,7 +167,7 @@ def check_sigmoid(sigmoid) -> None:
             z = torch.cat([torch.randn(200, generator=g, dtype=F64) * 5, torch.tensor(extremes)])
             z = z.to(dtype)
             s = _call("sigmoid", sigmoid, z)
-            _is_tensor("sigmoid", s)
+            require_tensor("sigmoid", s)
             check_shape(f"sigmoid, {dtype}", s, tuple(z.shape))
             check_close(
                 f"sigmoid vs torch.sigmoid, {dtype}, z from -1000 to 1000",
@@ -201,7 +195,7 @@ def check_sample_labels(sample_labels) -> None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(3)
             y = _call("sample_labels", sample_labels, x, beta)
-        _is_tensor("sample_labels", y)
+        require_tensor("sample_labels", y)
         check_shape("labels", y, (n,), hint="one label per row of x")
         _require(
             y.is_floating_point(),
@@ -278,7 +272,7 @@ def check_one_hot(one_hot) -> None:
         small = torch.tensor([2, 0, 1, 1, 0])
         for labels, k in ((small, 4), (torch.randint(0, 7, (100,), generator=g), 7)):
             out = _call("one_hot", one_hot, labels, k)
-            _is_tensor("one_hot", out)
+            require_tensor("one_hot", out)
             check_shape(
                 f"one_hot(labels, k={k})",
                 out,
@@ -300,7 +294,7 @@ def check_softmax(softmax) -> None:
         g = _gen(6)
         u = torch.randn(6, 4, generator=g, dtype=F64) * 3
         P = _call("softmax", softmax, u)
-        _is_tensor("softmax", P)
+        require_tensor("softmax", P)
         check_shape("softmax", P, (6, 4))
         check_close(
             "rows sum to 1",

@@ -23,22 +23,13 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from ..checks import check_close, check_shape, check_true
-from . import call, exercise, generator, require
+from . import call, exercise, generator, require, require_tensor
 
 __all__ = ["check_name_rnn", "check_rnn_cell", "check_rnn_last_hidden"]
 
 F64 = torch.float64
 _CALL_HINT = "try your function on a small batch and print the shapes of the intermediate results"
 _call = functools.partial(call, hint=_CALL_HINT)
-
-
-def _is_tensor(name: str, x) -> None:
-    require(
-        isinstance(x, torch.Tensor),
-        name,
-        f"returned a {type(x).__name__}, not a tensor",
-        hint="return a torch tensor (no .item(), no NumPy), so autograd can differentiate it",
-    )
 
 
 def _weights(gen, d_in: int, d_hidden: int, dtype=F64):
@@ -91,7 +82,7 @@ def check_rnn_cell(rnn_cell) -> None:
         x = torch.randn(batch, d_in, generator=g, dtype=F64)
         h = torch.randn(batch, d_hidden, generator=g, dtype=F64).tanh()
         out = _call("rnn_cell", rnn_cell, x, h, W_xh, W_hh, b)
-        _is_tensor("rnn_cell", out)
+        require_tensor("rnn_cell", out)
         check_shape(
             "rnn_cell(x, h, ...)",
             out,
@@ -143,7 +134,7 @@ def check_rnn_last_hidden(rnn_last_hidden) -> None:
         pad = torch.arange(T)[None, :] >= lengths[:, None]  # batch x T, True on padding
         x_zero_pad = x.masked_fill(pad[:, :, None], 0.0)
         out = _call("rnn_last_hidden", rnn_last_hidden, x_zero_pad, lengths, W_xh, W_hh, b)
-        _is_tensor("rnn_last_hidden", out)
+        require_tensor("rnn_last_hidden", out)
         check_shape(
             "rnn_last_hidden(x, lengths, ...)",
             out,
@@ -226,7 +217,7 @@ def check_name_rnn(NameRNN) -> None:
         ids = torch.randint(2, vocab_size, (len(lengths), T), generator=g)
         ids[torch.arange(T)[None, :] >= lengths[:, None]] = 0  # <pad> = 0
         logits = _call("NameRNN.forward", model, ids, lengths)
-        _is_tensor("NameRNN.forward", logits)
+        require_tensor("NameRNN.forward", logits)
         check_shape(
             "logits",
             logits,

@@ -24,22 +24,13 @@ import torch.nn.functional as F
 from torch.distributions import Independent, Normal, kl_divergence
 
 from ..checks import check_close, check_shape, check_true
-from . import call, exercise, generator, require
+from . import call, exercise, generator, require, require_tensor
 
 __all__ = ["check_gaussian_kl", "check_negative_elbo", "check_reparameterise"]
 
 F64 = torch.float64
 _CALL_HINT = "try your function on a small batch and print the shapes of the intermediate results"
 _call = functools.partial(call, hint=_CALL_HINT)
-
-
-def _is_tensor(name: str, x) -> None:
-    require(
-        isinstance(x, torch.Tensor),
-        name,
-        f"returned a {type(x).__name__}, not a tensor",
-        hint="return a torch tensor (no .item(), no NumPy), so autograd can differentiate it",
-    )
 
 
 def _grads(output, inputs):
@@ -63,7 +54,7 @@ def check_gaussian_kl(gaussian_kl) -> None:
         mu = torch.randn(batch, d, generator=g, dtype=F64) * 1.5
         logvar = torch.randn(batch, d, generator=g, dtype=F64) * 2
         kl = _call("gaussian_kl", gaussian_kl, mu, logvar)
-        _is_tensor("gaussian_kl", kl)
+        require_tensor("gaussian_kl", kl)
         check_shape(
             "gaussian_kl(mu, logvar)",
             kl,
@@ -118,7 +109,7 @@ def check_reparameterise(reparameterise) -> None:
         mu_g, lv_g = mu.clone().requires_grad_(True), logvar.clone().requires_grad_(True)
         with torch.random.fork_rng(devices=[]):
             z = _call("reparameterise", reparameterise, mu_g, lv_g, None, eps)
-        _is_tensor("reparameterise", z)
+        require_tensor("reparameterise", z)
         check_shape("z", z, (batch, d), hint="z has the shape of mu: one draw per row")
         check_close(
             "z = mu + sigma * eps for a given eps",
@@ -156,7 +147,7 @@ def check_reparameterise(reparameterise) -> None:
             global_used = not torch.equal(torch.rand(1), before)
             z2 = _call("reparameterise", reparameterise, mu, logvar, generator(7))
             z3 = _call("reparameterise", reparameterise, mu, logvar, generator(8))
-        _is_tensor("reparameterise", z1)
+        require_tensor("reparameterise", z1)
         check_true(
             "eps is drawn from the given generator",
             not global_used and torch.equal(z1, z2) and not torch.equal(z1, z3),
@@ -206,7 +197,7 @@ def check_negative_elbo(negative_elbo) -> None:
         mu = torch.randn(batch, d, generator=g, dtype=F64)
         logvar = torch.randn(batch, d, generator=g, dtype=F64)
         loss = _call("negative_elbo", negative_elbo, logits, x, mu, logvar)
-        _is_tensor("negative_elbo", loss)
+        require_tensor("negative_elbo", loss)
         check_shape(
             "negative_elbo(logits, x, mu, logvar)",
             loss,
