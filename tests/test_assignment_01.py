@@ -13,16 +13,18 @@ import pytest
 import torch
 import torch.distributions as D
 from nbdefs import definitions
+from selfchecks import (
+    assert_fails,
+    assert_passes,
+    assert_stub_gets_todo,
+    stub,
+    wrong_answers,
+    wrong_ids,
+)
 
-from utils import CheckFailed
 from utils.exercises import losses
 
 sol = definitions("01_losses", folder="solutions")
-
-
-def stub(*args, **kwargs):
-    # YOUR CODE HERE
-    raise NotImplementedError()
 
 
 # ------------------------------------------------------------- wrong answers, per exercise
@@ -194,32 +196,22 @@ CASES = {
         ],
     ),
 }
-WRONG = [(name, bad) for name, (_, bads) in CASES.items() for bad in bads]
+WRONG = wrong_answers(CASES)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_check_passes_on_the_solution(name, capsys):
-    check, _ = CASES[name]
-    check(getattr(sol, name))
-    out = capsys.readouterr().out
-    assert "PASS" in out and "FAIL" not in out
+    assert_passes(capsys, CASES[name][0], getattr(sol, name))
 
 
-@pytest.mark.parametrize("name, wrong", WRONG, ids=[f"{n}-{b.__name__}" for n, b in WRONG])
+@pytest.mark.parametrize("name, wrong", WRONG, ids=wrong_ids(WRONG))
 def test_check_fails_on_a_wrong_answer(name, wrong, capsys):
-    check, _ = CASES[name]
-    with pytest.raises(CheckFailed):
-        check(wrong)
-    out = capsys.readouterr().out
-    assert "FAIL" in out and "hint:" in out, "every failure comes with a hint"
+    assert_fails(capsys, CASES[name][0], wrong)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_check_lets_a_stub_through(name, capsys):
-    check, _ = CASES[name]
-    with pytest.raises(NotImplementedError):
-        check(stub)
-    assert "TODO" in capsys.readouterr().out
+    assert_stub_gets_todo(capsys, CASES[name][0], stub)
 
 
 def test_checks_leave_the_global_random_state_alone():

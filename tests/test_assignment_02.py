@@ -11,16 +11,18 @@ from __future__ import annotations
 import pytest
 import torch
 from nbdefs import definitions
+from selfchecks import (
+    assert_fails,
+    assert_passes,
+    assert_stub_gets_todo,
+    stub,
+    wrong_answers,
+    wrong_ids,
+)
 
-from utils import CheckFailed
 from utils.exercises import backprop
 
 sol = definitions("02_backprop", folder="solutions")
-
-
-def stub(*args, **kwargs):
-    # YOUR CODE HERE
-    raise NotImplementedError()
 
 
 # ------------------------------------------------------------------- 1. linear_backward
@@ -233,32 +235,22 @@ CASES = {
         ],
     ),
 }
-WRONG = [(name, bad) for name, (_, _, bads) in CASES.items() for bad in bads]
+WRONG = wrong_answers(CASES)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_check_passes_on_the_solution(name, capsys):
-    check, solution, _ = CASES[name]
-    check(solution)
-    out = capsys.readouterr().out
-    assert "PASS" in out and "FAIL" not in out
+    assert_passes(capsys, *CASES[name][:2])
 
 
-@pytest.mark.parametrize("name, wrong", WRONG, ids=[f"{n}-{b.__name__}" for n, b in WRONG])
+@pytest.mark.parametrize("name, wrong", WRONG, ids=wrong_ids(WRONG))
 def test_check_fails_on_a_wrong_answer(name, wrong, capsys):
-    check, _, _ = CASES[name]
-    with pytest.raises(CheckFailed):
-        check(wrong)
-    out = capsys.readouterr().out
-    assert "FAIL" in out and "hint:" in out, "every failure comes with a hint"
+    assert_fails(capsys, CASES[name][0], wrong)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_check_lets_a_stub_through(name, capsys):
-    check, _, _ = CASES[name]
-    with pytest.raises(NotImplementedError):
-        check(stub)
-    assert "TODO" in capsys.readouterr().out
+    assert_stub_gets_todo(capsys, CASES[name][0], stub)
 
 
 def test_backward_check_also_stops_at_a_forward_stub():

@@ -4,15 +4,11 @@ import numpy as np
 import pytest
 from nbdefs import definitions
 from numpy.lib.stride_tricks import sliding_window_view
+from selfchecks import assert_fails, assert_passes, assert_stub_gets_todo, stub
 
-from utils import CheckFailed
 from utils.exercises import conv2d as checks
 
 sol = definitions("03_conv2d", folder="solutions")
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError()
 
 
 # ------------------------------------------------------------------ wrong answers
@@ -148,9 +144,7 @@ def never_refuses_shape(h, w, kernel_size, padding=0, stride=1):
     ],
 )
 def test_checks_pass_correct_answers(check, solution, capsys):
-    check(solution)
-    out = capsys.readouterr().out
-    assert "PASS" in out and "FAIL" not in out
+    assert_passes(capsys, check, solution)
 
 
 @pytest.mark.parametrize(
@@ -175,18 +169,14 @@ def test_checks_pass_correct_answers(check, solution, capsys):
     ],
 )
 def test_checks_fail_plausible_mistakes(check, wrong, hint, capsys):
-    with pytest.raises(CheckFailed):
-        check(wrong)
-    assert hint in capsys.readouterr().out
+    assert_fails(capsys, check, wrong, says=hint)
 
 
 @pytest.mark.parametrize(
     "check", [checks.check_conv2d_single, checks.check_conv2d_multi, checks.check_conv_output_shape]
 )
 def test_checks_flag_stubs(check, capsys):
-    with pytest.raises(NotImplementedError):
-        check(stub)
-    assert "TODO" in capsys.readouterr().out
+    assert_stub_gets_todo(capsys, check, stub)
 
 
 def test_pixel_loop_counter_counts_only_the_students_lines():

@@ -14,6 +14,7 @@ from typing import ClassVar
 import pytest
 import torch
 from nbdefs import definitions
+from selfchecks import assert_fails, assert_passes, assert_stub_gets_todo, wrong_answers, wrong_ids
 
 from utils import CheckFailed
 from utils.exercises import optimizers
@@ -214,15 +215,12 @@ CASES = {
         ],
     ),
 }
-WRONG = [(name, bad) for name, (_, bads) in CASES.items() for bad in bads]
+WRONG = wrong_answers(CASES)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_check_passes_on_the_solution(name, capsys):
-    check, _ = CASES[name]
-    check(getattr(sol, name))
-    out = capsys.readouterr().out
-    assert out.count("PASS") == 6 and "FAIL" not in out
+    assert_passes(capsys, CASES[name][0], getattr(sol, name), n_pass=6)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -234,13 +232,9 @@ def test_the_frame_of_the_wrong_answers_is_right(name, capsys):
     assert "FAIL" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name, wrong", WRONG, ids=[f"{n}-{b.__name__}" for n, b in WRONG])
+@pytest.mark.parametrize("name, wrong", WRONG, ids=wrong_ids(WRONG))
 def test_check_fails_on_a_wrong_answer(name, wrong, capsys):
-    check, _ = CASES[name]
-    with pytest.raises(CheckFailed):
-        check(wrong)
-    out = capsys.readouterr().out
-    assert "FAIL" in out and "hint:" in out, "every failure comes with a hint"
+    assert_fails(capsys, CASES[name][0], wrong)
 
 
 @pytest.mark.parametrize(
@@ -267,10 +261,7 @@ def test_each_mistake_is_caught_by_the_setting_that_isolates_it(wrong, setting, 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_check_lets_a_stub_through(name, capsys):
-    check, _ = CASES[name]
-    with pytest.raises(NotImplementedError):
-        check(Stub)
-    assert "TODO" in capsys.readouterr().out
+    assert_stub_gets_todo(capsys, CASES[name][0], Stub)
 
 
 def test_an_instance_instead_of_the_class_is_a_friendly_failure(capsys):

@@ -10,17 +10,19 @@ from __future__ import annotations
 import pytest
 import torch
 from nbdefs import definitions
+from selfchecks import (
+    assert_fails,
+    assert_passes,
+    assert_stub_gets_todo,
+    stub,
+    wrong_answers,
+    wrong_ids,
+)
 from torch import nn
 
-from utils import CheckFailed
 from utils.exercises import rnn
 
 sol = definitions("06_rnn", folder="solutions")
-
-
-def stub(*args, **kwargs):
-    # YOUR CODE HERE
-    raise NotImplementedError()
 
 
 class StubRNN(nn.Module):
@@ -160,32 +162,23 @@ CASES = {
         [RNNProbs, RNNColumn, RNNFullLength, RNNFirstStateOnly],
     ),
 }
-WRONG = [(name, bad) for name, (_, _, bads) in CASES.items() for bad in bads]
+WRONG = wrong_answers(CASES)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_check_passes_on_the_solution(name, capsys):
     check, attr, _ = CASES[name]
-    check(getattr(sol, attr))
-    out = capsys.readouterr().out
-    assert "PASS" in out and "FAIL" not in out
+    assert_passes(capsys, check, getattr(sol, attr))
 
 
-@pytest.mark.parametrize("name, wrong", WRONG, ids=[f"{n}-{b.__name__}" for n, b in WRONG])
+@pytest.mark.parametrize("name, wrong", WRONG, ids=wrong_ids(WRONG))
 def test_check_fails_on_a_wrong_answer(name, wrong, capsys):
-    check, _, _ = CASES[name]
-    with pytest.raises(CheckFailed):
-        check(wrong)
-    out = capsys.readouterr().out
-    assert "FAIL" in out
+    assert_fails(capsys, CASES[name][0], wrong, says="FAIL")
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_check_lets_a_stub_through(name, capsys):
-    check, _, _ = CASES[name]
-    with pytest.raises(NotImplementedError):
-        check(StubRNN if name == "NameRNN" else stub)
-    assert "TODO" in capsys.readouterr().out
+    assert_stub_gets_todo(capsys, CASES[name][0], StubRNN if name == "NameRNN" else stub)
 
 
 def test_checks_leave_the_global_random_state_alone():

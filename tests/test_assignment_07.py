@@ -15,6 +15,7 @@ import math
 import pytest
 import torch
 from nbdefs import definitions
+from selfchecks import assert_fails, assert_passes, assert_stub_gets_todo, stub, wrong_answers
 
 from utils import CheckFailed
 from utils.exercises import attention
@@ -22,11 +23,6 @@ from utils.exercises import attention
 sol = definitions("07_attention", folder="solutions")
 NEG_INF = float("-inf")
 SQRT2 = math.sqrt(2)
-
-
-def stub(*args, **kwargs):
-    # YOUR CODE HERE
-    raise NotImplementedError()
 
 
 # ------------------------------------------------------- wrong scaled dot-product attention
@@ -330,7 +326,7 @@ CASES = {
         ],
     ),
 }
-WRONG = [(name, bad) for name, (_, _, bads) in CASES.items() for bad in bads]
+WRONG = wrong_answers(CASES)
 
 
 def _ids(case):
@@ -341,26 +337,18 @@ def _ids(case):
 @pytest.mark.parametrize("name", list(CASES))
 def test_check_passes_on_the_solution(name, capsys):
     check, good, _ = CASES[name]
-    check(*good)
-    out = capsys.readouterr().out
-    assert "PASS" in out and "FAIL" not in out
+    assert_passes(capsys, check, *good)
 
 
 @pytest.mark.parametrize("name, wrong", WRONG, ids=[_ids(c) for c in WRONG])
 def test_check_fails_on_a_wrong_answer(name, wrong, capsys):
-    check, _, _ = CASES[name]
-    with pytest.raises(CheckFailed):
-        check(*wrong)
-    out = capsys.readouterr().out
-    assert "FAIL" in out and "hint:" in out, "every failure comes with a hint"
+    assert_fails(capsys, CASES[name][0], *wrong)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_check_lets_a_stub_through(name, capsys):
     check, good, _ = CASES[name]
-    with pytest.raises(NotImplementedError):
-        check(*[stub] * len(good))
-    assert "TODO" in capsys.readouterr().out
+    assert_stub_gets_todo(capsys, check, *[stub] * len(good))
 
 
 def test_masking_with_zero_fails_on_the_mask_not_before():
