@@ -148,6 +148,22 @@ def test_plots_draw_what_they_are_given():
     assert [a.get_title() for a in fig.axes] == ["layer 1", "layer 2"]
     ax = utils.plot_heatmap(np.eye(3), xticklabels=list("abc"), yticklabels=list("xyz"), annot=True)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+
+
+def test_running_mean_is_a_trailing_window_of_the_same_length():
+    values = np.array([4.0, 2.0, 6.0, 0.0, 8.0])
+    expected = [4.0, 3.0, 4.0, 8 / 3, 14 / 3]  # windows of 3, shorter at the start
+    np.testing.assert_allclose(utils.running_mean(values, 3), expected)
+    np.testing.assert_allclose(utils.running_mean(torch.tensor(values), 1), values)
+    noisy = np.random.default_rng(0).normal(size=10_000)
+    assert utils.running_mean(noisy, 100)[100:].std() < 0.2 * noisy.std()
+    with pytest.raises(ValueError, match="window"):
+        utils.running_mean(values, 0)
+
+
+def test_plot_losses_smooth_draws_the_running_mean():
+    ax = utils.plot_losses({"noisy": [0.0, 2.0, 0.0, 2.0]}, smooth=2)
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), [0.0, 1.0, 1.0, 1.0])
     plt.close("all")
 
 

@@ -24,6 +24,7 @@ from .plots import (
     plot_heatmap,
     plot_histograms,
     plot_losses,
+    running_mean,
     show_images,
     use_course_style,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "plot_heatmap",
     "plot_histograms",
     "plot_losses",
+    "running_mean",
     "show_images",
     "use_course_style",
     "get_device",

@@ -17,6 +17,7 @@ __all__ = [
     "PALETTE",
     "use_course_style",
     "plot_losses",
+    "running_mean",
     "show_images",
     "plot_histograms",
     "plot_heatmap",
@@ -62,20 +63,39 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def running_mean(values, window: int) -> np.ndarray:
+    """Mean of the last ``window`` values at each step (fewer at the start): same length as
+    ``values``, so a smoothed curve lines up with the raw one step by step."""
+    values = _to_numpy(values).ravel().astype(float)
+    if window < 1:
+        raise ValueError(f"window must be a positive number of steps, got {window}")
+    csum = np.concatenate([[0.0], np.cumsum(values)])
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(ends - window, 0)
+    return (csum[ends] - csum[starts]) / (ends - starts)
+
+
 def plot_losses(
     curves: Mapping[str, Sequence[float]],
     *,
     logy: bool = False,
+    smooth: int | None = None,
     xlabel: str = "step",
     ylabel: str = "loss",
     title: str | None = None,
     ax=None,
 ):
-    """Plot one or more loss curves, labelled by the mapping's keys."""
+    """Plot one or more loss curves, labelled by the mapping's keys.
+
+    ``smooth=k`` draws the running mean over the last k steps (see ``running_mean``): the
+    loss of single mini-batches is noisy, and the trend is what matters.
+    """
     if ax is None:
         _, ax = plt.subplots()
     for label, values in curves.items():
         values = _to_numpy(values).ravel()
+        if smooth:
+            values = running_mean(values, smooth)
         ax.plot(np.arange(1, len(values) + 1), values, label=label, lw=1.8)
     if logy:
         ax.set_yscale("log")
