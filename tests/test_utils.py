@@ -172,3 +172,77 @@ def test_course_style_is_colour_blind_safe_and_opaque():
     cycle = [c["color"] for c in matplotlib.rcParams["axes.prop_cycle"]]
     assert cycle[:3] == utils.PALETTE[:3] == ["#0072B2", "#E69F00", "#009E73"]
     assert matplotlib.rcParams["figure.facecolor"] == "white"
+
+
+# ------------------------------------------------------------- noise, groups, results
+def test_paired_comparison_matches_hand_computation():
+    import numpy as np
+    from scipy.stats import binomtest
+
+    from utils.stats import paired_comparison
+
+    rng = np.random.default_rng(0)
+    a = rng.random(2000) < 0.9
+    b = rng.random(2000) < 0.88
+    r = paired_comparison(a, b)
+    d = a.astype(float) - b.astype(float)
+    assert abs(r.diff - d.mean()) < 1e-12
+    assert abs(r.se_diff - d.std(ddof=1) / np.sqrt(2000)) < 1e-12
+    n01, n10 = int((a & ~b).sum()), int((~a & b).sum())
+    assert (r.only_a, r.only_b) == (n01, n10)
+    assert abs(r.p_mcnemar - binomtest(n01, n01 + n10, 0.5).pvalue) < 1e-12
+    # identical classifiers: a tie with p = 1
+    same = paired_comparison(a, a)
+    assert same.p_mcnemar == 1.0 and not same.significant and "tie" in str(same)
+    # a clearly better classifier is flagged
+    better = paired_comparison(np.ones(500, bool), rng.random(500) < 0.8)
+    assert better.significant and "real difference" in str(better)
+
+
+def test_mean_spread():
+    from utils.stats import mean_spread
+
+    s = mean_spread([0.9, 0.92, 0.94])
+    assert abs(s.mean - 0.92) < 1e-12 and abs(s.sd - 0.02) < 1e-12
+    assert "3 seeds" in str(s) and "0.9000–0.9400" in str(s)
+
+
+def test_check_group_prints_one_line_and_still_fails(capsys):
+    import pytest
+
+    from utils.checks import CheckFailed, check_close, check_group, check_true
+
+    with check_group("two things"):
+        check_close("a", 1.0, 1.0 + 1e-9)
+        check_true("b", True)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["PASS  two things: 2 checks, max |error| = 1.0e-09"]
+    with pytest.raises(CheckFailed):
+        with check_group("broken"):
+            check_close("c", 1.0, 2.0, hint="look here")
+    out = capsys.readouterr().out
+    assert "FAIL  c" in out and "look here" in out and "PASS  broken" not in out
+
+
+def test_report_results_round_trip(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    from utils.results import read_results
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from utils.results import report_results\n"
+            "report_results('99', [{'quantity': 'accuracy', 'validation': 0.91234, "
+            "'test': 0.9, 'note': '3 seeds'}, {'quantity': 'loss', 'validation': 1.5}])"
+        )
+    ]
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, path)
+    rows = read_results(path)
+    assert [r["quantity"] for r in rows] == ["accuracy", "loss"]
+    assert rows[0]["validation"] == 0.91234 and rows[1]["test"] is None
+    text = nb.cells[0].outputs[0]["data"]["text/plain"]
+    assert "Headline results of lecture 99" in text and "0.9123" in text

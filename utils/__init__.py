@@ -5,7 +5,7 @@ Notebooks import what they need from here, e.g.::
     from utils import seed_everything, load_mnist, check_close, plot_losses
 """
 
-from .checks import CheckFailed, check_close, check_shape, check_true
+from .checks import CheckFailed, check_close, check_group, check_shape, check_true
 from .data import (
     DataError,
     DataIntegrityError,
@@ -17,6 +17,7 @@ from .data import (
     load_english_names,
     load_foreign_names,
     load_mnist,
+    load_mnist_split,
     sample_image,
 )
 from .plots import (
@@ -44,6 +45,7 @@ use_course_style()
 __all__ = [
     "CheckFailed",
     "check_close",
+    "check_group",
     "check_shape",
     "check_true",
     "DataError",
@@ -56,6 +58,7 @@ __all__ = [
     "load_english_names",
     "load_foreign_names",
     "load_mnist",
+    "load_mnist_split",
     "sample_image",
     "PALETTE",
     "plot_heatmap",

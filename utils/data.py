@@ -36,6 +36,7 @@ __all__ = [
     "fetch",
     "sha256",
     "load_mnist",
+    "load_mnist_split",
     "load_chinese_names",
     "load_foreign_names",
     "load_english_names",
@@ -337,6 +338,39 @@ def load_mnist(train: bool = True, n: int | None = None):
     _verify_mnist(Path(ds.raw_folder), train, n)
     images = ds.data[:n].unsqueeze(1).to(torch.float32).div_(255.0)
     return images, ds.targets[:n].clone()
+
+
+# The course's one MNIST split, shared by every lecture that trains on MNIST (05, 06, 07,
+# 11) so that the same model gives the same numbers everywhere. Choices (epochs, learning
+# rates, architectures, ...) are made on "val"; "test" is evaluated once, at the end.
+MNIST_TRAIN_POOL = 14_690  # training images 0 ... 14,689 may be trained on
+MNIST_VAL = (14_690, 19_690)  # training images 14,690 ... 19,689: the validation split
+
+
+def load_mnist_split(split: str, n: int | None = None):
+    """One split of the course's MNIST split, as ``(images, labels)`` like :func:`load_mnist`.
+
+    - ``"train"``: the first ``n`` training images (default: the course's 10,000; at most
+      14,690, the training pool);
+    - ``"val"``: the 5,000 training images 14,690 ... 19,689, never trained on; every
+      choice is made on them;
+    - ``"test"``: all 10,000 official test images, evaluated once per final model.
+    """
+    if split == "train":
+        n = 10_000 if n is None else int(n)
+        if not 0 < n <= MNIST_TRAIN_POOL:
+            raise ValueError(f"train: n must be between 1 and {MNIST_TRAIN_POOL:,}, got {n}")
+        return load_mnist(train=True, n=n)
+    if split == "val":
+        if n is not None:
+            raise ValueError("val: the validation split is always all 5,000 images")
+        images, labels = load_mnist(train=True, n=MNIST_VAL[1])
+        return images[MNIST_VAL[0]:].clone(), labels[MNIST_VAL[0]:].clone()
+    if split == "test":
+        if n is not None:
+            raise ValueError("test: the test split is always all 10,000 images")
+        return load_mnist(train=False)
+    raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
 
 
 # --------------------------------------------------------------------------- images
