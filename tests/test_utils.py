@@ -246,3 +246,38 @@ def test_report_results_round_trip(tmp_path):
     assert rows[0]["validation"] == 0.91234 and rows[1]["test"] is None
     text = nb.cells[0].outputs[0]["data"]["text/plain"]
     assert "Headline results of lecture 99" in text and "0.9123" in text
+
+
+def test_chinese_characters_render_without_missing_glyphs(tmp_path):
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import utils  # noqa: F401  (registers the course style and its CJK font)
+
+    fig, ax = plt.subplots(figsize=(4, 2))
+    ax.set_xticks([0, 1, 2], ["李清照", "丁尼生", "张伟"])
+    ax.set_title("反向传播 (backpropagation) · 批归一化 · ŷ = σ(z)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.savefig(tmp_path / "cjk.png")
+    plt.close(fig)
+    missing = [str(w.message) for w in caught if "missing from font" in str(w.message)]
+    assert not missing, missing[:3]
+
+
+def test_cjk_font_covers_every_character_of_the_names_data():
+    from fontTools.ttLib import TTFont
+
+    from utils import load_chinese_names, load_foreign_names
+    from utils.plots import CJK_FONT_FILE
+
+    cmap = TTFont(CJK_FONT_FILE).getBestCmap()
+    names = list(load_chinese_names()["姓名"]) + load_foreign_names()
+    chars = {c for name in names for c in str(name)}
+    uncovered = sorted(c for c in chars if ord(c) not in cmap and not c.isascii())
+    assert not uncovered, uncovered[:20]
+    assert len(chars) > 2000  # the data really are thousands of distinct characters

@@ -8,6 +8,7 @@ and on GitHub's dark mode.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
@@ -16,6 +17,7 @@ import numpy as np
 __all__ = [
     "PALETTE",
     "use_course_style",
+    "register_cjk_font",
     "plot_losses",
     "running_mean",
     "show_images",
@@ -49,12 +51,27 @@ def use_course_style() -> None:
             "figure.constrained_layout.use": True,
         }
     )
-    # Chinese names and course terms need a CJK font; use one if the system has it.
+    register_cjk_font()
+
+
+CJK_FONT_FILE = Path(__file__).resolve().parent / "fonts" / "NotoSansCJKsc-Regular-subset.otf"
+CJK_FONT_NAME = "Noto Sans CJK SC"
+
+
+def register_cjk_font() -> str:
+    """Make Chinese characters render in every figure, with no system font installed.
+
+    Registers the course's subset of Noto Sans CJK SC (shipped in ``utils/fonts``) and
+    puts it after DejaVu Sans in ``font.family``: Latin text and numbers keep the default
+    font, and matplotlib falls back to the CJK font for each character DejaVu lacks.
+    Returns the family name.
+    """
     from matplotlib import font_manager
 
-    cjk = sorted({f.name for f in font_manager.fontManager.ttflist if "CJK" in f.name})
-    if cjk:
-        mpl.rcParams["font.sans-serif"] = [cjk[0], *mpl.rcParams["font.sans-serif"]]
+    if not any(f.fname == str(CJK_FONT_FILE) for f in font_manager.fontManager.ttflist):
+        font_manager.fontManager.addfont(str(CJK_FONT_FILE))
+    mpl.rcParams["font.family"] = ["DejaVu Sans", CJK_FONT_NAME]
+    return CJK_FONT_NAME
 
 
 def _to_numpy(x) -> np.ndarray:
