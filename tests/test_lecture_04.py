@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import scipy.signal
+import scipy.stats
 import torch
 import torch.nn.functional as F
 from nbdefs import definitions
@@ -146,3 +147,149 @@ def test_grey_and_gaussian_helpers():
     np.testing.assert_allclose(kern, kern[::-1, ::-1], atol=1e-15)
     np.testing.assert_allclose(kern, kern.T, atol=1e-15)
     assert kern[4, 4] == kern.max()
+
+
+# --- the backward pass, learning a kernel, pooling, receptive fields, LeNet-5, KDE -------------
+
+
+@pytest.mark.parametrize(
+    "n, c_in, c_out, h, w, kh, kw, stride, padding",
+    [
+        (1, 1, 1, 5, 5, 1, 1, 1, 0),
+        (2, 3, 4, 13, 11, 3, 3, 1, 1),
+        (1, 2, 3, 10, 9, 3, 2, 2, 0),  # the floor drops the last input row
+        (2, 1, 2, 12, 12, 4, 4, 3, 2),
+        (3, 4, 2, 7, 16, 5, 3, 2, 3),  # padding wider than half the kernel
+    ],
+)
+def test_conv2d_backward_matches_autograd(n, c_in, c_out, h, w, kh, kw, stride, padding):
+    rng = np.random.default_rng(1000 + n * 100 + h * 10 + kw)
+    x = torch.tensor(rng.normal(size=(n, c_in, h, w)), requires_grad=True)
+    weight = torch.tensor(rng.normal(size=(c_out, c_in, kh, kw)), requires_grad=True)
+    bias = torch.tensor(rng.normal(size=c_out), requires_grad=True)
+    y = F.conv2d(x, weight, bias, stride=stride, padding=padding)
+    upstream = torch.tensor(rng.normal(size=tuple(y.shape)))
+    y.backward(upstream)
+    grad_x, grad_w, grad_b = nb.conv2d_backward(
+        x.detach().numpy(), weight.detach().numpy(), upstream.numpy(), stride, padding
+    )
+    assert grad_x.shape == x.shape and grad_w.shape == weight.shape and grad_b.shape == bias.shape
+    np.testing.assert_allclose(grad_x, x.grad.numpy(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(grad_w, weight.grad.numpy(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(grad_b, bias.grad.numpy(), rtol=0, atol=1e-10)
+
+
+def test_conv2d_backward_is_a_full_convolution_and_a_correlation():
+    rng = np.random.default_rng(21)
+    image, kernel = rng.normal(size=(9, 13)), rng.normal(size=(4, 3))
+    upstream = rng.normal(size=(6, 11))
+    grad_x, grad_w, _ = nb.conv2d_backward(
+        image[None, None], kernel[None, None], upstream[None, None]
+    )
+    np.testing.assert_allclose(
+        grad_x[0, 0], scipy.signal.convolve2d(upstream, kernel, mode="full"), atol=1e-10
+    )
+    np.testing.assert_allclose(
+        grad_w[0, 0], scipy.signal.correlate2d(image, upstream, mode="valid"), atol=1e-10
+    )
+
+
+def test_mse_and_gradient_matches_autograd():
+    rng = np.random.default_rng(22)
+    x, y = rng.normal(size=(3, 1, 10, 12)), rng.normal(size=(3, 1, 8, 10))
+    w = rng.normal(size=(1, 1, 3, 3))
+    loss, grad = nb.mse_and_gradient(x, y, w)
+    w_t = torch.tensor(w, requires_grad=True)
+    loss_t = F.mse_loss(F.conv2d(torch.from_numpy(x), w_t), torch.from_numpy(y))
+    loss_t.backward()
+    assert abs(loss - loss_t.item()) < 1e-12
+    np.testing.assert_allclose(grad, w_t.grad.numpy(), rtol=0, atol=1e-12)
+
+
+def test_fit_kernel_recovers_a_kernel_from_noise_free_pairs():
+    rng = np.random.default_rng(23)
+    x = rng.normal(size=(4, 1, 16, 16))  # white noise: a well-conditioned regression
+    true = rng.normal(size=(1, 1, 3, 3))
+    y = F.conv2d(torch.from_numpy(x), torch.from_numpy(true)).numpy()
+    learned, losses = nb.fit_kernel(x, y, steps=300, lr=0.5)  # plain gradient descent
+    assert losses[-1] < 1e-3 * losses[0]
+    np.testing.assert_allclose(learned, true[0, 0], atol=1e-3)
+
+
+def test_random_crops_stay_in_their_rows():
+    image = np.arange(60 * 50, dtype=np.float64).reshape(60, 50)
+    crops = nb.random_crops(image, 20, 8, (30, 60), np.random.default_rng(0))
+    assert crops.shape == (20, 1, 8, 8)
+    rows = crops[:, 0] // 50  # the row index of every pixel
+    assert rows.min() >= 30 and rows.max() <= 59
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.parametrize("k, s", [(2, 2), (3, 3), (3, 2), (3, 1), (2, 3), (1, 1)])
+def test_pooling_forward_and_backward_match_torch(mode, k, s):
+    rng = np.random.default_rng(31 + 10 * k + s)
+    x = torch.tensor(rng.normal(size=(2, 3, 9, 12)), requires_grad=True)
+    y = (F.max_pool2d if mode == "max" else F.avg_pool2d)(x, k, s)
+    upstream = torch.tensor(rng.normal(size=tuple(y.shape)))
+    y.backward(upstream)
+    out = nb.pool2d(x.detach().numpy(), k, s, mode)
+    np.testing.assert_allclose(out, y.detach().numpy(), rtol=0, atol=1e-12)
+    grad = nb.pool2d_backward(x.detach().numpy(), upstream.numpy(), k, s, mode)
+    np.testing.assert_allclose(grad, x.grad.numpy(), rtol=0, atol=1e-12)
+
+
+def test_max_pool_gradient_goes_to_the_arg_max_only():
+    x = np.zeros((1, 1, 4, 4))
+    x[0, 0, 1, 2] = 5.0  # the maximum of the top-right window
+    x = x + np.arange(16).reshape(1, 1, 4, 4) * 1e-3  # no ties
+    grad = nb.pool2d_backward(x, np.ones((1, 1, 2, 2)), 2)
+    assert grad[0, 0, 1, 2] == 1.0
+    assert grad.sum() == 4.0 and set(np.unique(grad)) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [("conv", 3, 1)],
+        [("conv", 5, 1), ("conv", 3, 1)],
+        [("conv", 3, 2), ("pool", 2, 2), ("conv", 3, 1)],
+        [("pool", 3, 2), ("conv", 2, 1), ("pool", 2, 2)],
+        [("conv", 5, 1), ("pool", 2, 2), ("conv", 5, 1), ("pool", 2, 2), ("conv", 5, 1)],
+    ],
+)
+def test_receptive_field_formula_matches_the_gradient(layers):
+    size, _ = nb.receptive_field([(k, s) for _, k, s in layers])[-1]
+    _, (rows, cols) = nb.gradient_footprint(layers, input_size=72)
+    assert rows == cols == size
+
+
+def test_receptive_field_by_hand():
+    assert nb.receptive_field([(3, 1), (3, 1)]) == [(3, 1), (5, 1)]
+    assert nb.receptive_field([(3, 2)] * 3) == [(3, 2), (7, 4), (15, 8)]
+
+
+def test_lenet5_plan_matches_the_module():
+    model = nb.lenet5()
+    out, shapes = torch.zeros(2, 1, 32, 32), []
+    for index, module in enumerate(model):
+        out = module(out)
+        if index in (0, 2, 3, 5, 6, 9, 11):
+            shapes.append((tuple(out.shape[1:]), sum(p.numel() for p in module.parameters())))
+    plan = nb.lenet5_plan()
+    assert [(shape, params) for _, shape, params in plan] == shapes
+    assert sum(params for _, _, params in plan) == sum(p.numel() for p in model.parameters())
+    assert sum(params for _, _, params in plan) == 61_706
+
+
+@pytest.mark.parametrize("bandwidth, step", [(0.3, 0.01), (0.5, 0.02), (1.0, 0.05)])
+def test_kde_by_convolution_matches_scipy(bandwidth, step):
+    rng = np.random.default_rng(int(100 * bandwidth))
+    data = rng.standard_t(df=5, size=400)
+    grid = np.arange(-12.0, 12.0 + step / 2, step)
+    data = data[np.abs(data) < 11]  # every point inside the grid
+    ours = nb.kde_by_convolution(data, bandwidth, grid)
+    ref = scipy.stats.gaussian_kde(data, bw_method=bandwidth / data.std(ddof=1))(grid)
+    # binning moves each point by at most step / 2: error <= max |phi'| * step / 2 (plus cut-off)
+    bound = step / 2 / (bandwidth**2 * np.sqrt(2 * np.pi * np.e)) + 1e-4
+    assert np.abs(ours - ref).max() < bound
+    assert abs(ours.sum() * step - 1.0) < 1e-3
