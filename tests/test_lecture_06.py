@@ -161,3 +161,32 @@ def test_a_different_hyperparameter_is_detected(nb, name, reference, mine_hyper,
     mine = _paths(lambda ps: getattr(nb, name)(ps, **mine_hyper), model, X, y, order)
     ref = _paths(lambda ps: reference(ps, **ref_hyper), model, X, y, order)
     assert (mine - ref).abs().max() > 100 * ATOL
+
+
+@pytest.mark.parametrize("name", ["MySGD", "MyAdagrad", "MyRMSprop", "MyAdadelta", "MyAdam"])
+def test_many_networks_at_once_equal_separate_training(nb, name):
+    """xor_many_seeds trains S independent XOR networks in one set of stacked tensors."""
+    from functools import partial
+
+    x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    y = torch.tensor([[0.0], [1.0], [1.0], [0.0]])
+    make = partial(getattr(nb, name), lr=0.05)
+    seeds = [7, 31, 2024]
+    together = nb.xor_many_seeds(make, x, y, seeds=seeds, epochs=150)
+    for j, seed in enumerate(seeds):
+        alone, _ = nb.train_xor(make, x, y, epochs=150, seed=seed)
+        # float32: the stacked computation sums in another order, so allow rounding noise
+        assert abs(together[:, j] - alone).max() < 1e-4 * max(1.0, abs(alone).max())
+
+
+def test_adam_step_size_bound(nb):
+    """A dense gradient moves Adam by lr per step; a lone spike after silence by about
+    lr (1 - b1)/sqrt(1 - b2), Kingma & Ba's bound, for other betas too."""
+    import numpy as np
+
+    for b1, b2 in [(0.9, 0.999), (0.8, 0.99)]:
+        sizes = nb.adam_step_sizes([0.0] * 4000 + [2.5], lr=1e-2, betas=(b1, b2))
+        bound = (1 - b1) / np.sqrt(1 - b2)
+        assert abs(sizes[-1] - bound) < 0.01 * bound
+        dense = nb.adam_step_sizes([-0.7] * 30, lr=1e-2, betas=(b1, b2))
+        assert np.allclose(dense, 1.0, atol=1e-6)

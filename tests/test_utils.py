@@ -281,3 +281,38 @@ def test_cjk_font_covers_every_character_of_the_names_data():
     uncovered = sorted(c for c in chars if ord(c) not in cmap and not c.isascii())
     assert not uncovered, uncovered[:20]
     assert len(chars) > 2000  # the data really are thousands of distinct characters
+
+
+def test_compare_seeds_uses_student_t():
+    from scipy.stats import ttest_rel
+
+    from utils.stats import compare_seeds
+
+    a, b = [0.4351, 0.4434, 0.4420], [0.4295, 0.4404, 0.4296]
+    r = compare_seeds(a, b)
+    assert abs(r.p_value - ttest_rel(a, b).pvalue) < 1e-12
+    assert abs(r.mean - (sum(a) - sum(b)) / 3) < 1e-12
+    # 2.5 standard errors with 3 seeds is not significant under t with 2 df
+    assert 2 < r.mean / r.se < 4.3 and not r.significant and "tie" in str(r)
+    big = compare_seeds([0.93, 0.94, 0.935], [0.91, 0.92, 0.916])
+    assert big.significant and "real difference" in str(big)
+
+
+def test_draw_unrolled_rnn_draws_one_box_per_input_state_and_output():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    from utils.plots import draw_unrolled_rnn
+
+    for n_in, n_out, aligned, states in [(1, 4, False, 4), (3, 1, False, 3), (4, 4, True, 4),
+                                         (3, 3, False, 6)]:
+        fig, ax = plt.subplots()
+        draw_unrolled_rnn(ax, n_in, n_out, aligned=aligned)
+        boxes = [p for p in ax.patches if isinstance(p, FancyBboxPatch)]
+        arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+        assert len(boxes) == n_in + states + n_out
+        assert len(arrows) == (states - 1) + n_in + n_out
+        plt.close(fig)

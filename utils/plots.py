@@ -71,6 +71,11 @@ def register_cjk_font() -> str:
     if not any(f.fname == str(CJK_FONT_FILE) for f in font_manager.fontManager.ttflist):
         font_manager.fontManager.addfont(str(CJK_FONT_FILE))
     mpl.rcParams["font.family"] = ["DejaVu Sans", CJK_FONT_NAME]
+    # The subset has one weight: bold titles use it for Chinese characters. Keep matplotlib
+    # from logging "Failed to find font weight bold" into every notebook that has a title.
+    import logging
+
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     return CJK_FONT_NAME
 
 
@@ -220,3 +225,44 @@ def plot_heatmap(
     if title:
         ax.set_title(title)
     return ax
+
+
+def draw_unrolled_rnn(ax, n_in: int, n_out: int, *, aligned: bool = False, title: str = "",
+                      in_label: str = "x", out_label: str = "y") -> None:
+    """Draw an RNN unrolled in time on ``ax``: input boxes, hidden states, output boxes.
+
+    ``n_in`` inputs are read one per step; ``n_out`` outputs are produced either at the
+    same steps (``aligned=True``, one per input), after the last input (many-to-one,
+    ``n_out=1``), or by a second chain of states that starts where reading stops (the
+    encoder–decoder of seq2seq). ``n_in=1`` with several outputs is one-to-many.
+    """
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    def box(x, y, text, color):
+        ax.add_patch(FancyBboxPatch((x - 0.32, y - 0.22), 0.64, 0.44,
+                                    boxstyle="round,pad=0.02", fc=color, ec="black", lw=1))
+        ax.text(x, y, text, ha="center", va="center", fontsize=10)
+
+    def arrow(x0, y0, x1, y1):
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=10,
+                                     lw=1, color="black", shrinkA=10, shrinkB=10))
+
+    reading = range(n_in)
+    writing = range(n_in) if aligned else range(n_in - 1, n_in - 1 + n_out) if n_out == 1 or n_in == 1 \
+        else range(n_in, n_in + n_out)
+    steps = max(max(reading), max(writing)) + 1
+    for t in range(steps):
+        box(t, 1, f"h{t + 1}", "#cfe2f3" if t < n_in else "#fde9c9")
+        if t:
+            arrow(t - 1, 1, t, 1)
+    for t in reading:
+        box(t, 0, f"{in_label}{t + 1}", "#d9ead3")
+        arrow(t, 0, t, 1)
+    for k, t in enumerate(writing):
+        box(t, 2, f"{out_label}{k + 1}", "#f4cccc")
+        arrow(t, 1, t, 2)
+    ax.set_xlim(-0.6, steps - 0.4)
+    ax.set_ylim(-0.5, 2.5)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title, fontsize=11)

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PairedComparison", "paired_comparison", "mean_spread", "MeanSpread"]
+__all__ = [
+    "PairedComparison",
+    "paired_comparison",
+    "mean_spread",
+    "MeanSpread",
+    "SeedComparison",
+    "compare_seeds",
+]
 
 
 def _as_bool(x) -> np.ndarray:
@@ -115,3 +122,45 @@ def mean_spread(values) -> MeanSpread:
     if not vals:
         raise ValueError("need at least one value")
     return MeanSpread(vals)
+
+
+@dataclass(frozen=True)
+class SeedComparison:
+    """Two settings run with the same seeds: the paired difference of a metric."""
+
+    diffs: tuple[float, ...]  # a - b, seed by seed
+    p_value: float  # two-sided paired t-test
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.diffs))
+
+    @property
+    def se(self) -> float:
+        return float(np.std(self.diffs, ddof=1) / math.sqrt(len(self.diffs)))
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < 0.05
+
+    def __str__(self) -> str:
+        verdict = "a real difference" if self.significant else "a tie (inside the noise)"
+        return (f"{self.mean:+.4f} ± {self.se:.4f} (paired over {len(self.diffs)} seeds; "
+                f"t-test p = {self.p_value:.2g}) → {verdict}")
+
+
+def compare_seeds(a, b) -> SeedComparison:
+    """Compare a metric of two settings trained with the same seeds (paired by seed).
+
+    Same seed = same initial weights and batch order, so the per-seed difference removes
+    that source of noise. With few seeds the verdict uses Student's t with n - 1 degrees
+    of freedom (for 3 seeds the difference must exceed 4.3 standard errors), not 2 SE.
+    """
+    from scipy.stats import ttest_rel
+
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if a.shape != b.shape or a.size < 2:
+        raise ValueError(f"need two equally long vectors of at least 2 seeds; got {a.shape}, {b.shape}")
+    d = a - b
+    p = 1.0 if np.allclose(d, d[0]) and d[0] == 0 else float(ttest_rel(a, b).pvalue)
+    return SeedComparison(tuple(float(x) for x in d), p)

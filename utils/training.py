@@ -155,16 +155,18 @@ def train_classifier(
     scheduler=None,
     transform=None,
     desc: str = "train",
+    progress: bool = True,
 ) -> list[float]:
     """Mini-batch training: forward, loss, backward, step. Returns the loss of every step.
 
     ``scheduler`` (optional) is stepped once per batch; ``transform`` (optional) maps an
     input batch to an augmented one. Data move to the model's device batch by batch.
+    ``progress=False`` hides the progress bar (for a sweep that shows one bar of its own).
     """
     device = next(model.parameters()).device
     model.train()
     losses: list[float] = []
-    bar = progress_bar(total=epochs * n_batches(len(X), batch_size), desc=desc)
+    bar = progress_bar(total=epochs * n_batches(len(X), batch_size), desc=desc, disable=not progress)
     for _ in range(epochs):
         for xb, yb in minibatches(X, y, batch_size=batch_size, generator=generator):
             xb, yb = xb.to(device), yb.to(device)
