@@ -1,7 +1,6 @@
 """Shared test set-up: environment for notebook kernels, timing report per notebook."""
 
 import os
-import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,15 +37,14 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session")
 def source_dir(tmp_path_factory) -> Path:
-    """A folder with verified copies of every registry file, laid out like the cache.
+    """A data mirror: verified copies of every data file (MNIST too), laid out like the cache.
 
-    Served by a local HTTP server, it stands in for the original hosts. Its files come
-    from the verified cache (in CI the offline copy; elsewhere a real download).
+    Served by a local HTTP server (``$COURSE_DATA_MIRROR``), it stands in for the
+    original hosts. Written by ``utils.data.mirror`` from the verified cache (in CI the
+    offline copy; elsewhere a real download).
     """
     from utils import data
 
     src = tmp_path_factory.mktemp("source")
-    for name, entry in data.REGISTRY.items():
-        (src / entry.path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(data.fetch(name, progress=False), src / entry.path)
+    data.mirror(src, progress=False)
     return src

@@ -1,25 +1,36 @@
 """Every data file the course uses: where it comes from, its checksum, and a loader.
 
-Files are downloaded once from their original source into a cache folder and
-verified with SHA-256 before anything reads them:
+Files are downloaded once into a cache folder and verified before anything reads them:
 
 * the cache is ``$COURSE_DATA_DIR`` if that is set, otherwise the repository's
   ``data/`` folder (in a checkout), otherwise a per-user cache folder (Colab, or a
-  non-editable install);
-* ``$COURSE_DATA_MIRROR`` (optional) replaces the original hosts with a mirror that
-  has the same folder layout as the cache, e.g. ``https://example.org/course-data``.
+  non-editable install); a read-only folder works as long as it holds every file;
+* the files come from their original hosts (the names files from pinned commits,
+  MNIST from torchvision's MNIST mirrors), or, if ``$COURSE_DATA_MIRROR`` is set, from
+  that one mirror for every file, MNIST included, laid out like the cache, e.g.
+  ``https://example.org/course-data/MNIST/raw/t10k-images-idx3-ubyte``.
 
-Nothing here trusts bytes it has not verified: a cached file with the wrong checksum
-is deleted and downloaded again, a download with the wrong checksum is never kept.
+Nothing here trusts bytes it has not verified: a cached file that is damaged (wrong
+size, bad header, wrong SHA-256) raises :class:`DataIntegrityError`, is deleted and is
+downloaded afresh on the next call; a download that fails verification is never kept.
+
+From the command line (``make data`` runs the first)::
+
+    python -m utils.data              # download what is missing, verify all, print a table
+    python -m utils.data mirror DIR   # a verified copy of every file, for a mirror or a USB stick
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
-import logging
 import os
 import re
+import shutil
 import struct
+import sys
+import tempfile
+import textwrap
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +38,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "ALL_FILES",
+    "MNIST_FILES",
     "REGISTRY",
     "DataError",
     "DataIntegrityError",
@@ -34,6 +47,8 @@ __all__ = [
     "UnknownDatasetError",
     "cache_dir",
     "fetch",
+    "fetch_all",
+    "mirror",
     "sha256",
     "load_mnist",
     "load_mnist_split",
@@ -43,8 +58,13 @@ __all__ = [
     "sample_image",
 ]
 
+# `python -m utils.data` runs this module while the package has already imported it;
+# runpy's warning about that is noise here (main() uses the package's module).
+warnings.filterwarnings("ignore", r"'utils\.data' found in sys\.modules", RuntimeWarning)
+
 DATA_DIR_ENV = "COURSE_DATA_DIR"
 MIRROR_ENV = "COURSE_DATA_MIRROR"
+TIMEOUT = (15, 60)  # seconds: to connect, and between two received chunks
 
 
 # --------------------------------------------------------------------------- errors
@@ -67,12 +87,32 @@ class DataUnavailableError(DataError):
 
 # ------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
+class IdxFormat:
+    """The layout of an MNIST IDX file: every header byte is checked, then the size."""
+
+    magic: int  # 2051 for images, 2049 for labels
+    dims: tuple[int, ...]  # the shape of one record: (28, 28) or ()
+    counts: tuple[int, ...]  # the record counts a genuine copy may hold
+    pinned: int | None = None  # the SHA-256 covers only the first `pinned` records
+
+    @property
+    def header(self) -> int:
+        return 8 + 4 * len(self.dims)
+
+    @property
+    def record(self) -> int:
+        return int(np.prod(self.dims, dtype=np.int64)) if self.dims else 1
+
+
+@dataclass(frozen=True)
 class DataFile:
     path: str  # relative to the cache folder (and to a mirror)
-    url: str  # the canonical source
+    url: str  # the canonical source (for MNIST: the .gz on torchvision's first mirror)
     sha256: str
     licence: str
     description: str
+    size: int | None = None  # bytes; None where it depends on the copy (see idx.counts)
+    idx: IdxFormat | None = None  # MNIST only
 
 
 _GH = "https://raw.githubusercontent.com"
@@ -84,6 +124,7 @@ REGISTRY: dict[str, DataFile] = {
         "49e9f4005325592f34616652afcbfacc1645075a64b74d4e961de9200082a057",
         "none stated; names of public figures (download, do not redistribute)",
         "25,856 Chinese full names with gender (lecture 08)",
+        size=1_980_570,
     ),
     "foreign_names": DataFile(
         "names/nrf.txt",
@@ -92,6 +133,7 @@ REGISTRY: dict[str, DataFile] = {
         "c96e174c399a34caf70ecd16d01880ce3e3b603ef8dc2cddbbc7f092ad0e7024",
         "Apache-2.0",
         "14,678 transliterated foreign names, 音译人名 (lecture 09)",
+        size=161_155,
     ),
     "english_names": DataFile(
         "names/names.txt",
@@ -99,22 +141,55 @@ REGISTRY: dict[str, DataFile] = {
         "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d",
         "MIT",
         "32,033 English first names from makemore (lectures 09, 10)",
+        size=228_145,
     ),
 }
 
-# MNIST comes through torchvision (which MD5-checks its downloads); we pin SHA-256s of
-# the decompressed test files and of the *first 19,690* training images and labels,
-# the part of the training set the course trains on (identical in the full file).
+# MNIST: the four decompressed IDX files, where torchvision keeps them. The test files
+# are pinned whole by SHA-256. The training files are pinned on their *first 19,690*
+# records (header excluded), the part of the training set the course uses; a genuine
+# copy holds 60,000 records (the official file, whose .gz torchvision's MD5 pins at
+# download time) or exactly those 19,690 (an offline copy such as CI's).
 MNIST_VERIFIED_TRAIN = 19_690
-_MNIST_TEST_SHA256 = {
-    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+_TV_MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+_MNIST_LICENCE = "CC BY-SA 3.0"
+MNIST_FILES: dict[str, DataFile] = {
+    "mnist_train_images": DataFile(
+        "MNIST/raw/train-images-idx3-ubyte",
+        _TV_MNIST + "train-images-idx3-ubyte.gz",
+        "a5c8ade7e41e70d562178a52f70f44d638fcf70a416dcd4a33fac1e001d3f72d",
+        _MNIST_LICENCE,
+        "MNIST training images (lectures 05-07, 11)",
+        idx=IdxFormat(2051, (28, 28), (60_000, MNIST_VERIFIED_TRAIN), MNIST_VERIFIED_TRAIN),
+    ),
+    "mnist_train_labels": DataFile(
+        "MNIST/raw/train-labels-idx1-ubyte",
+        _TV_MNIST + "train-labels-idx1-ubyte.gz",
+        "bc4c67195ecc398fd045bbdb497ccd8ca465880aa069b0ca78c61db547b0e65f",
+        _MNIST_LICENCE,
+        "MNIST training labels",
+        idx=IdxFormat(2049, (), (60_000, MNIST_VERIFIED_TRAIN), MNIST_VERIFIED_TRAIN),
+    ),
+    "mnist_test_images": DataFile(
+        "MNIST/raw/t10k-images-idx3-ubyte",
+        _TV_MNIST + "t10k-images-idx3-ubyte.gz",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        _MNIST_LICENCE,
+        "MNIST test images",
+        size=7_840_016,
+        idx=IdxFormat(2051, (28, 28), (10_000,)),
+    ),
+    "mnist_test_labels": DataFile(
+        "MNIST/raw/t10k-labels-idx1-ubyte",
+        _TV_MNIST + "t10k-labels-idx1-ubyte.gz",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        _MNIST_LICENCE,
+        "MNIST test labels",
+        size=10_008,
+        idx=IdxFormat(2049, (), (10_000,)),
+    ),
 }
-_MNIST_TRAIN_PREFIX_SHA256 = {  # sha256 of the first 19,690 records, header excluded
-    "train-images-idx3-ubyte": "a5c8ade7e41e70d562178a52f70f44d638fcf70a416dcd4a33fac1e001d3f72d",
-    "train-labels-idx1-ubyte": "bc4c67195ecc398fd045bbdb497ccd8ca465880aa069b0ca78c61db547b0e65f",
-}
-_MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/ (torchvision's first mirror)"
+ALL_FILES: dict[str, DataFile] = {**REGISTRY, **MNIST_FILES}
 
 
 # ---------------------------------------------------------------------------- cache
@@ -156,85 +231,222 @@ def sha256(path: str | os.PathLike, *, limit: int | None = None, offset: int = 0
 
 
 def _entry(name: str) -> DataFile:
-    if name in REGISTRY:
-        return REGISTRY[name]
-    known = ", ".join(sorted(REGISTRY)) + ", and MNIST via load_mnist()"
-    raise UnknownDatasetError(f"Unknown data file {name!r}. Known data files: {known}.")
+    if name in ALL_FILES:
+        return ALL_FILES[name]
+    known = ", ".join(ALL_FILES)
+    raise UnknownDatasetError(
+        f"Unknown data file {name!r}. Known data files: {known} "
+        "(MNIST is read with load_mnist() or load_mnist_split())."
+    )
 
 
-def _url(entry: DataFile) -> str:
-    mirror = os.environ.get(MIRROR_ENV)
-    return f"{mirror.rstrip('/')}/{entry.path}" if mirror else entry.url
+def _name(entry: DataFile) -> str:
+    return next(k for k, v in ALL_FILES.items() if v == entry)
+
+
+# --------------------------------------------------------------------- verification
+_verified: dict[str, tuple] = {}  # path -> (size, mtime, inode) of a copy verified here
+
+
+def _problem(path: Path, entry: DataFile) -> str | None:
+    """What is wrong with the file at ``path`` (``None``: it is the right file). Reads only."""
+    st = path.stat()
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+    if _verified.get(str(path)) == stamp:
+        return None
+    size, idx, pinned = st.st_size, entry.idx, ""
+    offset, limit = 0, None
+    if idx is not None:
+        with open(path, "rb") as f:
+            head = f.read(idx.header)
+        if len(head) < idx.header:
+            return f"truncated: {size:,} bytes, not even an MNIST header"
+        magic, count, *dims = struct.unpack(f">{2 + len(idx.dims)}I", head)
+        if magic != idx.magic:
+            return f"bad header: magic number {magic} instead of {idx.magic}"
+        if count not in idx.counts:
+            allowed = " or ".join(f"{c:,}" for c in idx.counts)
+            return f"bad header: it claims {count:,} records, a genuine copy holds {allowed}"
+        if tuple(dims) != idx.dims:
+            return f"bad header: records of shape {tuple(dims)} instead of {idx.dims}"
+        expected_size = idx.header + count * idx.record
+        if idx.pinned:
+            offset, limit = idx.header, idx.pinned * idx.record
+            pinned = f" of the first {idx.pinned:,} records"
+    else:
+        expected_size = entry.size
+    if expected_size is not None and size != expected_size:
+        kind = "truncated" if size < expected_size else "wrong size"
+        return f"{kind}: {size:,} bytes instead of {expected_size:,}"
+    actual = sha256(path, offset=offset, limit=limit)
+    if actual != entry.sha256:
+        return (
+            f"wrong checksum{pinned}:\n  expected SHA-256: {entry.sha256}\n"
+            f"  actual SHA-256:   {actual}"
+        )
+    _verified[str(path)] = stamp
+    return None
+
+
+def _damaged(path: Path, entry: DataFile, problem: str) -> DataIntegrityError:
+    """Delete a damaged cached file (if the folder allows) and say so."""
+    _verified.pop(str(path), None)
+    try:
+        path.unlink()
+        action = (
+            "It was deleted; the next call downloads it afresh from\n"
+            f"  {_sources(entry)[0][0]}"
+        )
+    except OSError as e:
+        action = (
+            f"It could not be deleted ({e.strerror}): replace it with a good copy "
+            "(see data/README.md)"
+        )
+    return DataIntegrityError(
+        f"The data file {path} is damaged, not the file the course was written for "
+        f"({problem}).\n{action}"
+    )
+
+
+# ------------------------------------------------------------------------ downloads
+def _sources(entry: DataFile) -> list[tuple[str, str | None]]:
+    """Where ``entry`` can be downloaded from, in order: ``(url, md5 of a .gz or None)``."""
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    if mirror:  # one mirror for every file, laid out like the cache, nothing compressed
+        return [(f"{mirror.rstrip('/')}/{entry.path}", None)]
+    if entry.idx is None:
+        return [(entry.url, None)]
+    from torchvision.datasets import MNIST  # its mirror list and MD5s of the official .gz
+
+    gz = Path(entry.path).name + ".gz"
+    md5 = dict(MNIST.resources).get(gz, "")
+    return [(f"{base}{gz}", md5) for base in MNIST.mirrors]
+
+
+def _reason(e: BaseException) -> str:
+    """A one-line reason for a failed download (requests' messages nest three deep)."""
+    response = getattr(e, "response", None)
+    if response is not None:
+        return f"HTTP {response.status_code} {response.reason}"
+    text = str(e)
+    caused = re.search(r"Caused by \w+\((?:.*?\): )?(.*?)['\"]?\)+$", text)
+    if caused:
+        text = caused.group(1).strip("'\"")
+    if len(text) > 160:
+        text = text[:160] + "..."
+    return f"{type(e).__name__}: {text}"
+
+
+def _download(entry: DataFile, url: str, md5: str | None, dest: Path, progress: bool) -> None:
+    """Download ``url`` into ``dest`` through a temporary file; keep it only if verified.
+
+    A progress bar appears only once the server has answered with the file, and a
+    download that fails (or fails verification) leaves no progress line and no file.
+    """
+    import requests
+
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp, bar = Path(name), None
+    try:
+        with os.fdopen(fd, "wb") as out, requests.get(url, stream=True, timeout=TIMEOUT) as r:
+            r.raise_for_status()
+            if progress:
+                from .training import progress_bar
+
+                total = int(r.headers.get("Content-Length") or 0) or None
+                bar = progress_bar(
+                    desc=f"download {dest.name}", total=total, unit="B", unit_scale=True
+                )
+            for chunk in r.iter_content(chunk_size=1 << 16):
+                out.write(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+        if md5 is not None:  # a .gz from torchvision's mirrors
+            if md5 and hashlib.md5(tmp.read_bytes()).hexdigest() != md5:
+                raise DataIntegrityError(
+                    f"The file downloaded from {url} is not the official one (its MD5 is "
+                    f"not torchvision's {md5}) and was deleted. Try again later."
+                )
+            with gzip.open(tmp, "rb") as src, open(name + ".raw", "wb") as raw:
+                shutil.copyfileobj(src, raw, 1 << 20)
+            os.replace(name + ".raw", tmp)
+        problem = _problem(tmp, entry)
+        if problem is not None:
+            raise DataIntegrityError(
+                f"The file downloaded from {url} is not the expected one and was deleted "
+                f"({problem}).\nThe source may have changed or the download was corrupted. "
+                "Try again; if it persists, download the file by hand from the URL above, "
+                f"check its SHA-256, and save it as {dest}."
+            )
+        os.replace(tmp, dest)
+    except BaseException:
+        if bar is not None:  # close without printing a finished bar
+            bar.leave = False
+            bar.close()
+        tmp.unlink(missing_ok=True)
+        Path(name + ".raw").unlink(missing_ok=True)
+        raise
+    if bar is not None:
+        bar.close()
+
+
+def _ways_out(entry: DataFile, path: Path) -> str:
+    unzip = ", decompressed (gunzip)," if entry.idx is not None else ""
+    return (
+        "Three ways out:\n"
+        "  1. Network: connect to the internet (or set HTTPS_PROXY) and run again.\n"
+        f"  2. A mirror: set {MIRROR_ENV} to a data mirror (your instructor's), e.g.\n"
+        f"       export {MIRROR_ENV}=https://your-school.example/course-data\n"
+        f"  3. A folder: set {DATA_DIR_ENV} to a folder that holds the course's data (a copy\n"
+        "     made with `python -m utils.data mirror DIR`, e.g. on a USB stick), or save\n"
+        f"     the file by hand from\n       {entry.url}\n     {unzip.strip(', ')}"
+        f"{' ' if unzip else ''}as\n       {path}"
+    )
+
+
+def _ensure(entry: DataFile, progress: bool = True) -> tuple[Path, str]:
+    """The path of a verified copy of ``entry`` and ``"cached"`` or ``"downloaded"``."""
+    path = cache_dir() / entry.path
+    if path.is_file():
+        problem = _problem(path, entry)
+        if problem is None:
+            return path, "cached"
+        raise _damaged(path, entry, problem)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe, probe_name = tempfile.mkstemp(prefix=".write-test.", dir=path.parent)
+        os.close(probe)
+        os.unlink(probe_name)
+    except OSError as e:
+        raise DataUnavailableError(
+            f"The data file {entry.path} ({_name(entry)}) is missing from the data folder "
+            f"{cache_dir()},\nwhich cannot be written to ({e.strerror}).\n"
+            + _ways_out(entry, path)
+        ) from None
+    failures = []
+    for url, md5 in _sources(entry):
+        try:
+            _download(entry, url, md5, path, progress)
+            return path, "downloaded"
+        except OSError as e:  # requests' errors are OSErrors too
+            failures.append(f"  tried {url}\n    ({_reason(e)})")
+    raise DataUnavailableError(
+        f"Could not download the data file {entry.path} ({_name(entry)}),\n"
+        + "\n".join(failures)
+        + f"\nand there is no copy of it in the data folder {cache_dir()}.\n"
+        + _ways_out(entry, path)
+    )
 
 
 def fetch(name: str, *, progress: bool = True) -> Path:
     """Return the path of a verified local copy of data file ``name``.
 
-    Uses the cached copy when its SHA-256 is right; otherwise downloads it (with a
-    progress bar) and verifies it. Raises a :class:`DataError` that says what to do.
+    Uses the cached copy when it verifies; downloads a missing file (with a progress
+    bar) and verifies it. A damaged cached file raises :class:`DataIntegrityError` and
+    is deleted, so the next call downloads it afresh; a failed download raises
+    :class:`DataUnavailableError` that says which file, from where, and what to do.
     """
-    import requests
-
-    pooch = _pooch()
-    entry = _entry(name)
-    path = cache_dir() / entry.path
-    url = _url(entry)
-    if path.exists():
-        actual = sha256(path)
-        if actual == entry.sha256:
-            return path
-        path.unlink()
-        warnings.warn(
-            f"Deleted {path}: its SHA-256 {actual} is not the expected {entry.sha256}. "
-            f"Downloading it again from {url}.",
-            stacklevel=2,
-        )
-    pooch.get_logger().setLevel(logging.WARNING)  # no "Downloading ..." chatter
-    if progress:
-        from .training import progress_bar
-
-        bar = progress_bar(
-            desc=f"download {Path(entry.path).name}", total=1, unit="B", unit_scale=True
-        )
-    else:
-        bar = False
-    try:
-        pooch.retrieve(
-            url,
-            known_hash=f"sha256:{entry.sha256}",
-            fname=path.name,
-            path=path.parent,
-            progressbar=bar,
-        )
-    except ValueError as e:  # pooch: hash mismatch; the bad download was not kept
-        _discard(bar)
-        hashes = re.findall(r"\b[0-9a-f]{64}\b", str(e))
-        actual = next((h for h in hashes if h != entry.sha256), "unknown")
-        raise DataIntegrityError(
-            f"The file downloaded from {url} is not the expected one and was deleted.\n"
-            f"  expected SHA-256: {entry.sha256}\n  actual SHA-256:   {actual}\n"
-            "The source may have changed or the download was corrupted. Try again; if it "
-            "persists, download the file by hand from the URL above, check its SHA-256, "
-            f"and save it as {path}."
-        ) from None
-    except (requests.exceptions.RequestException, OSError) as e:
-        _discard(bar)
-        reason = str(e) if len(str(e)) < 200 else str(e)[:200] + "..."
-        raise DataUnavailableError(
-            f"Could not download {name!r} from {url}\n  ({type(e).__name__}: {reason})\n"
-            f"and there is no cached copy at {path}.\n"
-            f"Fix: connect to the internet and run again, or download the file by hand "
-            f"from {entry.url} and save it as {path} (or point ${DATA_DIR_ENV} at a "
-            f"folder that holds {entry.path})."
-        ) from None
-    return path
-
-
-def _discard(bar) -> None:
-    """Close a progress bar of a failed download without printing it as finished."""
-    if bar:
-        bar.leave = False
-        bar.close()
+    return _ensure(_entry(name), progress)[0]
 
 
 # ---------------------------------------------------------------------------- names
@@ -261,83 +473,44 @@ def load_english_names() -> list[str]:
 
 
 # ---------------------------------------------------------------------------- MNIST
-def _check_idx(path: Path, magic: int, n_needed: int) -> int:
+def _idx_count(path: Path) -> int:
     with open(path, "rb") as f:
-        head = f.read(8)
-    if len(head) < 8 or struct.unpack(">I", head[:4])[0] != magic:
-        raise DataIntegrityError(
-            f"{path} is not an MNIST IDX file. Delete the folder {path.parent} and run "
-            "again to download MNIST afresh."
-        )
-    n = struct.unpack(">I", head[4:])[0]
-    if n < n_needed:
-        raise DataIntegrityError(f"{path} holds {n} records but {n_needed} were asked for.")
-    return n
-
-
-def _verify_mnist(raw: Path, train: bool, n: int) -> None:
-    if train:
-        checks = [
-            ("train-images-idx3-ubyte", 2051, 16, 784),
-            ("train-labels-idx1-ubyte", 2049, 8, 1),
-        ]
-        for fname, magic, header, size in checks:
-            _check_idx(raw / fname, magic, n)
-            actual = sha256(raw / fname, offset=header, limit=MNIST_VERIFIED_TRAIN * size)
-            if actual != _MNIST_TRAIN_PREFIX_SHA256[fname]:
-                _bad_mnist(raw / fname, _MNIST_TRAIN_PREFIX_SHA256[fname], actual)
-        if n > MNIST_VERIFIED_TRAIN:
-            warnings.warn(
-                f"Only the first {MNIST_VERIFIED_TRAIN:,} training images are pinned by "
-                "SHA-256; the rest were checked by torchvision's MD5 at download time.",
-                stacklevel=3,
-            )
-    else:
-        for fname, expected in _MNIST_TEST_SHA256.items():
-            actual = sha256(raw / fname)
-            if actual != expected:
-                _bad_mnist(raw / fname, expected, actual)
-
-
-def _bad_mnist(path: Path, expected: str, actual: str) -> None:
-    path.unlink(missing_ok=True)
-    raise DataIntegrityError(
-        f"Deleted {path}: it is not the official MNIST file.\n"
-        f"  expected SHA-256: {expected}\n  actual SHA-256:   {actual}\n"
-        "Run again to download it afresh from torchvision's MNIST mirrors."
-    )
+        return struct.unpack(">I", f.read(8)[4:])[0]
 
 
 def load_mnist(train: bool = True, n: int | None = None):
     """The first ``n`` MNIST images (all if ``None``) as tensors.
 
     Returns ``(images, labels)``: float32 images in [0, 1] of shape ``[n, 1, 28, 28]``
-    and int64 labels of shape ``[n]``. Goes through
-    ``torchvision.datasets.MNIST(root=<cache>, download=True)`` and verifies the bytes.
+    and int64 labels of shape ``[n]``. The IDX files are fetched and verified like
+    every data file (from torchvision's MNIST mirrors, or ``$COURSE_DATA_MIRROR``).
     The course trains on the first 10,000 (at most 19,690) training images and tests
     on all 10,000 test images.
     """
     import torch
-    from torchvision.datasets import MNIST
 
-    root = cache_dir()
-    try:
-        ds = MNIST(root=str(root), train=train, download=True)
-    except Exception as e:  # torchvision raises RuntimeError/URLError on failed downloads
-        raise DataUnavailableError(
-            f"Could not load MNIST ({'train' if train else 'test'}) from {root / 'MNIST'}"
-            f" nor download it ({type(e).__name__}: {e}).\n"
-            f"Fix: connect to the internet and run again, or put the four decompressed "
-            f"IDX files (train-images-idx3-ubyte, ...) from {_MNIST_URL} into "
-            f"{root / 'MNIST' / 'raw'}."
-        ) from e
-    total = len(ds.targets)
+    part = "train" if train else "test"
+    images_path, labels_path = fetch(f"mnist_{part}_images"), fetch(f"mnist_{part}_labels")
+    total = _idx_count(images_path)
+    if _idx_count(labels_path) != total:
+        raise DataIntegrityError(
+            f"{images_path} holds {total:,} images but {labels_path} holds "
+            f"{_idx_count(labels_path):,} labels: the two come from different copies. "
+            "Delete both and run again."
+        )
     n = total if n is None else int(n)
     if not 0 < n <= total:
         raise ValueError(f"n must be between 1 and {total:,}, got {n}.")
-    _verify_mnist(Path(ds.raw_folder), train, n)
-    images = ds.data[:n].unsqueeze(1).to(torch.float32).div_(255.0)
-    return images, ds.targets[:n].clone()
+    if train and n > MNIST_VERIFIED_TRAIN:
+        warnings.warn(
+            f"Only the first {MNIST_VERIFIED_TRAIN:,} training images are pinned by "
+            "SHA-256; the rest were checked by torchvision's MD5 at download time.",
+            stacklevel=2,
+        )
+    images = np.fromfile(images_path, dtype=np.uint8, count=n * 784, offset=16)
+    labels = np.fromfile(labels_path, dtype=np.uint8, count=n, offset=8)
+    images = torch.from_numpy(images.reshape(n, 1, 28, 28)).to(torch.float32).div_(255.0)
+    return images, torch.from_numpy(labels.astype(np.int64))
 
 
 # The course's one MNIST split, shared by every lecture that trains on MNIST (05, 06, 07,
@@ -390,3 +563,137 @@ def sample_image(name: str = "grace_hopper") -> np.ndarray:
         img = plt.imread(f, format=_SAMPLE_IMAGES[name].rsplit(".", 1)[1])
     img = np.asarray(img, dtype=np.float64)
     return img / 255.0 if img.max() > 1.0 else img
+
+
+# ------------------------------------------------------------ every file at once: CLI
+def _fetch_verified(entry: DataFile, progress: bool) -> tuple[Path, str]:
+    """Like ``_ensure``, but a damaged cached file is reported and fetched again at once."""
+    try:
+        return _ensure(entry, progress)
+    except DataIntegrityError as e:
+        if (cache_dir() / entry.path).exists():
+            raise  # could not be deleted
+        print(f"{e}\n", file=sys.stderr, flush=True)
+        path, _ = _ensure(entry, progress)
+        return path, "downloaded again"
+
+
+def _row(path: Path, entry: DataFile, status: str) -> tuple[str, str, str, str]:
+    size = path.stat().st_size
+    ok = "OK" if entry.idx is None or not entry.idx.pinned else (
+        f"OK (first {entry.idx.pinned:,})"
+    )
+    return entry.path, f"{size / 1e6:.2f} MB", ok, status
+
+
+def fetch_all(*, progress: bool = True) -> list[tuple[str, str, str, str]]:
+    """Fetch and verify every data file (MNIST included); one row per file.
+
+    On the first file that cannot be had, raises :class:`DataUnavailableError` whose
+    message also lists the other files missing from the cache.
+    """
+    rows = []
+    for key, entry in ALL_FILES.items():
+        try:
+            path, status = _fetch_verified(entry, progress)
+        except DataUnavailableError as e:
+            others = [
+                e2.path for k2, e2 in ALL_FILES.items()
+                if k2 != key and not (cache_dir() / e2.path).is_file()
+            ]
+            if others:
+                also = textwrap.fill(
+                    "Also missing from the data folder: " + ", ".join(others),
+                    width=88,
+                    subsequent_indent="  ",
+                    break_on_hyphens=False,
+                )
+                e.args = (f"{e}\n{also}",)
+            raise
+        rows.append(_row(path, entry, status))
+    return rows
+
+
+_MIRROR_README = """\
+A verified copy of every data file of the course, written by `python -m utils.data mirror`.
+
+Use it in one of two ways:
+- serve this folder over HTTP (e.g. `python -m http.server 8000` in it, or any web
+  server) and let students set COURSE_DATA_MIRROR=http://<host>:8000 (the URL of this
+  folder); every file, MNIST included, then downloads from here and is verified;
+- or copy it (e.g. from a USB stick) and set COURSE_DATA_DIR=/path/to/this/folder.
+
+SHA256SUMS lists every file's SHA-256 (check with `sha256sum -c SHA256SUMS`).
+"""
+
+
+def mirror(dest: str | os.PathLike, *, progress: bool = True) -> list[tuple[str, str, str, str]]:
+    """Write a verified copy of every data file into ``dest``, laid out like the cache.
+
+    The folder can be served as ``$COURSE_DATA_MIRROR`` or used as ``$COURSE_DATA_DIR``.
+    Files missing from the cache are downloaded first; each copy is verified again.
+    """
+    dest = Path(dest).expanduser().resolve()
+    if dest == cache_dir():
+        raise DataError(f"{dest} is the data folder itself; choose another folder.")
+    rows, sums = [], []
+    for entry in ALL_FILES.values():
+        src, _ = _fetch_verified(entry, progress)
+        target = dest / entry.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.part")
+        shutil.copyfile(src, tmp)
+        problem = _problem(tmp, entry)
+        if problem is not None:
+            tmp.unlink()
+            raise DataIntegrityError(f"The copy {target} differs from {src} ({problem}).")
+        os.replace(tmp, target)
+        rows.append(_row(target, entry, "copied"))
+        sums.append(f"{sha256(target)}  {entry.path}\n")
+    (dest / "SHA256SUMS").write_text("".join(sums))
+    (dest / "README.txt").write_text(_MIRROR_README)
+    return rows
+
+
+def _print_table(rows, title: str) -> None:
+    header = ("file", "size", "SHA-256", "")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    print(title)
+    for r in [header, *rows]:
+        print(f"  {r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m utils.data",
+        description="Download (if missing) and verify every data file of the course.",
+    )
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("fetch", help="download what is missing and verify all (the default)")
+    m = sub.add_parser("mirror", help="write a verified copy of every file into DIR")
+    m.add_argument("dir", help="the folder to write (created if needed)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "mirror":
+            rows = mirror(args.dir)
+            _print_table(rows, f"Mirror written to {Path(args.dir).resolve()}:")
+            print(
+                f"Serve it and set {MIRROR_ENV}=<its URL>, or copy it and set "
+                f"{DATA_DIR_ENV}=<the folder>."
+            )
+        else:
+            rows = fetch_all()
+            _print_table(rows, f"Data folder {cache_dir()}:")
+            print(f"All {len(rows)} data files are present and verified.")
+    except DataError as e:
+        print(f"\n{e}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    from utils.data import main as _main  # the package's module, not a second copy
+
+    sys.exit(_main())
