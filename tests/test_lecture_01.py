@@ -201,3 +201,103 @@ def test_gradient_descent_reaches_least_squares_only_when_gradients_are_reset(nb
     _close(b, ols, atol=1e-8)
     _, losses_bad = nb.fit_linear_regression_gd(X, y, lr=0.1, steps=300, zero_grad=False)
     assert losses_bad[-1] > 10 * losses[-1]
+
+
+# ------------------------------------------------------------------------- tensor primer
+def test_pairwise_sq_dists_matches_cdist(nb, gen):
+    A = torch.randn(7, 4, generator=gen, dtype=D)
+    B = torch.randn(5, 4, generator=gen, dtype=D)
+    out = nb.pairwise_sq_dists(A, B)
+    assert out.shape == (7, 5)
+    _close(out, torch.cdist(A, B) ** 2, atol=1e-12)
+
+
+def test_matmul_by_loops_non_square(nb, gen):
+    A = torch.randn(3, 5, generator=gen, dtype=D)
+    B = torch.randn(5, 2, generator=gen, dtype=D)
+    _close(nb.matmul_by_loops(A, B), A @ B, atol=1e-12)
+
+
+def test_normal_log_density_takes_the_variance(nb, gen):
+    x = torch.randn(50, generator=gen, dtype=D) * 3
+    for mean, var in [(0.0, 0.1), (1.0, 3.0), (-2.0, 0.5)]:
+        ref = torch.distributions.Normal(
+            torch.tensor(mean, dtype=D), torch.tensor(var, dtype=D).sqrt()
+        ).log_prob(x)
+        _close(nb.normal_log_density(x, mean, var), ref, atol=1e-12)
+
+
+# ------------------------------------------------------------------------- control flow
+def test_power_by_loop_and_its_derivative(nb, gen):
+    for k in (1, 2, 3, 6):
+        x = torch.randn(8, generator=gen, dtype=D).requires_grad_()
+        out = nb.power_by_loop(x, k)
+        _close(out, x.detach() ** k)
+        out.sum().backward()
+        _close(x.grad, k * x.detach() ** (k - 1))
+
+
+@pytest.mark.parametrize("delta", [0.5, 1.0, 2.0])
+def test_huber_matches_torch_on_both_branches(nb, gen, delta):
+    for r0 in (3 * torch.randn(12, generator=gen, dtype=D)).tolist():
+        r = torch.tensor(r0, dtype=D, requires_grad=True)
+        ref = torch.tensor(r0, dtype=D, requires_grad=True)
+        out = nb.huber(r, delta)
+        expected = torch.nn.functional.huber_loss(ref, torch.zeros((), dtype=D), delta=delta)
+        _close(out.detach(), expected.detach())
+        out.backward()
+        expected.backward()
+        _close(r.grad, ref.grad)
+
+
+def test_newton_sqrt_derivative_is_that_of_the_program(nb, gen):
+    a = (0.5 + 4 * torch.rand(6, generator=gen, dtype=D)).requires_grad_()
+    nb.newton_sqrt(a, 30).sum().backward()
+    _close(a.grad, 0.5 / a.detach().sqrt(), atol=1e-10)  # converged: 1 / (2 sqrt a)
+    for steps in (1, 2, 3):
+        a2 = a.detach().clone().requires_grad_()
+        nb.newton_sqrt(a2, steps).sum().backward()
+        h = 1e-6
+        fd = (nb.newton_sqrt(a.detach() + h, steps) - nb.newton_sqrt(a.detach() - h, steps)) / (2 * h)
+        _close(a2.grad, fd, atol=1e-7)
+    # after one step x = (1 + a) / 2 exactly, derivative 1/2
+    a1 = a.detach().clone().requires_grad_()
+    nb.newton_sqrt(a1, 1).sum().backward()
+    _close(a1.grad, torch.full_like(a1, 0.5))
+
+
+# ------------------------------------------------------------------ input derivatives
+def test_input_gradient_softmax_regression_matches_autograd(nb, gen):
+    X = torch.rand(40, 12, generator=gen, dtype=D)
+    W = torch.randn(12, 5, generator=gen, dtype=D)
+    b = torch.randn(5, generator=gen, dtype=D)
+    labels = torch.randint(0, 5, (40,), generator=gen)
+    Xl = X.clone().requires_grad_()
+    torch.nn.functional.cross_entropy(Xl @ W + b, labels, reduction="sum").backward()
+    _close(nb.input_gradient_softmax_regression(X, labels, W, b), Xl.grad, atol=1e-12)
+
+
+def test_fgsm_is_a_clipped_sign_step_that_raises_the_loss(nb, gen):
+    X = torch.rand(30, 12, generator=gen, dtype=D)
+    W = torch.randn(12, 4, generator=gen, dtype=D)
+    b = torch.zeros(4, dtype=D)
+    labels = torch.randint(0, 4, (30,), generator=gen)
+    grad = nb.input_gradient_softmax_regression(X, labels, W, b)
+    eps = 0.05
+    X_adv = nb.fgsm(X, grad, eps)
+    assert X_adv.min() >= 0 and X_adv.max() <= 1
+    assert (X_adv - X).abs().max() <= eps + 1e-12
+    _close(X_adv, (X + eps * grad.sign()).clamp(0, 1))
+
+    def losses(Z):
+        return torch.nn.functional.cross_entropy(Z @ W + b, labels, reduction="none")
+
+    assert (losses(X_adv) >= losses(X) - 1e-12).all()  # convex in x: a sign step never lowers it here
+    assert losses(X_adv).mean() > losses(X).mean()
+
+
+def test_time_forward_backward_returns_positive_medians(nb):
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    fwd, bwd = nb.time_forward_backward(net, torch.randn(4, 8), repeats=3)
+    assert fwd > 0 and bwd > 0
+    assert net[0].weight.grad is not None

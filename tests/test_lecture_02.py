@@ -200,3 +200,28 @@ def test_gradient_descent_reaches_least_squares(gen):
     assert len(losses) == 300 and losses[-1] < losses[0]
     ols = torch.linalg.lstsq(x, y.unsqueeze(1)).solution.squeeze(1)
     close(b.detach(), ols, atol=1e-8)
+
+
+def test_gradient_descent_on_softmax_regression_reaches_the_centred_mle(gen):
+    n, p, k = 300, 4, 3
+    x = torch.randn(n, p, generator=gen, dtype=torch.float64)
+    w_true = torch.randn(k, p, generator=gen, dtype=torch.float64)
+    labels = torch.distributions.Categorical(logits=x @ w_true.T).sample()
+    y = F.one_hot(labels, k)
+    w = torch.zeros(k, p, dtype=torch.float64, requires_grad=True)
+    nb.gradient_descent(lambda: nb.loss_fn_softmax(w, x, y), [w], lr=1.0, steps=3000)
+    close(w.detach().sum(dim=0), torch.zeros(p, dtype=torch.float64), atol=1e-12)  # rows sum to 0
+    # an independent MLE: the identifiable parametrisation with the last row fixed at 0
+    free = torch.zeros(k - 1, p, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([free], max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.CrossEntropyLoss()(x @ torch.cat([free, torch.zeros(1, p, dtype=torch.float64)]).T, labels)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    mle = torch.cat([free.detach(), torch.zeros(1, p, dtype=torch.float64)])
+    close(w.detach(), mle - mle.mean(dim=0), atol=1e-5)

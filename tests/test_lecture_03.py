@@ -181,3 +181,107 @@ def test_hand_gradient_descent_trajectory_equals_sgd_training():
     close(losses, losses_sgd)
     close(betas, traj)
     assert losses[-1] < 0.5 * losses[0]
+
+
+# ------------------------------------------------------------------ vanishing gradients
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu"])
+def test_layer_gradient_norms_match_autograd(act):
+    gen = torch.Generator().manual_seed(21)
+    sizes = [6, 9, 9, 9, 2]
+    params = random_mlp(sizes, gen)
+    X = torch.randn(17, 6, dtype=F64, generator=gen)
+    Y = torch.randn(17, 2, dtype=F64, generator=gen)
+    _, _, ref_grads, _ = autograd_mlp(X, Y, params, act)
+    norms = nb.layer_gradient_norms(params, X, Y, act)
+    assert len(norms) == len(params)
+    close(torch.tensor(norms, dtype=F64), torch.stack([dW.norm() for dW, _ in ref_grads]), atol=1e-12)
+
+
+def test_sigmoid_gradients_vanish_with_depth():
+    gen = torch.Generator().manual_seed(5)
+    params = nb.init_mlp([16] + [32] * 8 + [1], generator=gen)
+    X = torch.randn(64, 16, dtype=F64, generator=gen)
+    Y = torch.randn(64, 1, dtype=F64, generator=gen)
+    sig = nb.layer_gradient_norms(params, X, Y, "sigmoid")
+    relu = nb.layer_gradient_norms(params, X, Y, "relu")
+    assert sig[0] / sig[-2] < 1e-3 < relu[0] / relu[-2]
+
+
+# ------------------------------------------------------------------ nn.Module anatomy
+def test_standardised_mlp_by_hand_matches_the_module_in_eval_mode():
+    gen = torch.Generator().manual_seed(7)
+    X = 3 + 2 * torch.randn(25, 5, dtype=F64, generator=gen)
+    torch.manual_seed(3)
+    model = nb.StandardisedMLP(X.mean(0), X.std(0), hidden=6, out=3).to(F64).eval()
+    close(nb.standardised_mlp_by_hand(model.state_dict(), X), model(X), atol=1e-12)
+    assert {"x_mean", "x_sd"} <= set(model.state_dict())
+    assert "x_mean" not in dict(model.named_parameters())
+    model.train()
+    assert not torch.allclose(model(X), model(X))  # dropout is active in training mode
+
+
+# ------------------------------------------------------------------ mini-batch SGD
+def test_minibatch_sgd_by_hand_equals_a_torch_sgd_loop():
+    gen = torch.Generator().manual_seed(12)
+    n, p, batch, epochs, lr = 37, 3, 8, 4, 0.05  # n not a multiple of the batch size
+    X = torch.randn(n, p, dtype=F64, generator=gen)
+    y = X @ torch.randn(p, dtype=F64, generator=gen) + 0.1 * torch.randn(n, dtype=F64, generator=gen)
+    losses, betas = nb.minibatch_sgd_linear(
+        X, y, torch.zeros(p, dtype=F64), lr, batch, epochs, torch.Generator().manual_seed(0)
+    )
+    steps_per_epoch = -(-n // batch)
+    assert losses.shape == (epochs,) and betas.shape == (1 + epochs * steps_per_epoch, p)
+    # reference: a plain torch.optim.SGD loop written here
+    beta = torch.nn.Parameter(torch.zeros(p, dtype=F64))
+    opt = torch.optim.SGD([beta], lr=lr)
+    order_gen = torch.Generator().manual_seed(0)
+    ref = [beta.detach().clone()]
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=order_gen)
+        for start in range(0, n, batch):
+            rows = order[start : start + batch]
+            opt.zero_grad()
+            torch.mean((y[rows] - X[rows] @ beta) ** 2).backward()
+            opt.step()
+            ref.append(beta.detach().clone())
+    close(betas, torch.stack(ref), atol=1e-12)
+    close(losses[-1], torch.mean((y - X @ ref[-1]) ** 2), atol=1e-12)
+    traj = nb.train_minibatch(nb.LinearRegression(p), X, y, lr, batch, epochs, torch.Generator().manual_seed(0))
+    close(traj, torch.stack(ref), atol=1e-12)
+
+
+# ------------------------------------------------------------------ approximation and depth
+def test_staircase_net_is_the_sum_of_steps():
+    f = torch.cos
+    m = 5
+    net = nb.staircase_net(m, f, slope=50.0)
+    t = torch.linspace(0, 1, m + 1, dtype=F64)
+    x = torch.rand(300, 1, dtype=F64, generator=torch.Generator().manual_seed(1))
+    expected = f(t[0]) + ((f(t[1:]) - f(t[:-1])) * torch.sigmoid(50.0 * m * (x - (t[1:] + t[:-1]) / 2))).sum(1, keepdim=True)
+    with torch.no_grad():
+        close(net(x), expected, atol=1e-12)
+
+
+def test_least_squares_net_output_layer_is_the_least_squares_solution():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(80, 1, dtype=F64, generator=gen)
+    y = torch.sin(5 * x) + 0.1 * torch.randn(80, 1, dtype=F64, generator=gen)
+    net = nb.least_squares_net(6, x, y)
+    with torch.no_grad():
+        H = torch.cat([net[1](net[0](x)), torch.ones(80, 1, dtype=F64)], dim=1)
+        resid = y - net(x)
+        close(H.T @ resid, torch.zeros(7, 1, dtype=F64), atol=1e-9)  # normal equations
+        ref = torch.linalg.lstsq(H, y).solution
+        close(torch.cat([net[2].weight.T, net[2].bias[:, None]]), ref, atol=1e-8)
+
+
+@pytest.mark.parametrize("depth", [1, 3, 5])
+def test_composed_tents_are_a_sawtooth_with_2_to_the_k_pieces(depth):
+    x = torch.linspace(0, 1, 2**10 + 1, dtype=F64)[:, None]
+    deep = torch.nn.Sequential(*[nb.tent_layer() for _ in range(depth)])
+    with torch.no_grad():
+        out = deep(x)
+    close(out, 1 - ((2**depth * x) % 2 - 1).abs(), atol=1e-12)
+    assert nb.count_linear_pieces(out, x) == 2**depth
+    assert nb.count_linear_pieces(3 * x + 1, x) == 1
+    assert nb.count_linear_pieces(x - 0.5 + (x - 0.25).clamp(min=0), x) == 2  # kink on the grid
