@@ -8,7 +8,10 @@ The markers are nbgrader's, so the files also work with an nbgrader server:
   in a markdown cell the region becomes ``YOUR ANSWER HERE``;
 * code between ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS`` is removed;
 * outputs, execution counts and execution metadata are cleared; cell ids are kept, so
-  the output is deterministic and diffs stay small.
+  the output is deterministic and diffs stay small;
+* the cells' ``nbgrader`` metadata (grade ids and points, see ``solutions/README.md``) is
+  copied unchanged, so the grader (:mod:`utils.grading`) and nbgrader find the exercises
+  of a submission by id.
 
     python -m utils.assignments            # regenerate assignments/ from solutions/
     python -m utils.assignments --check    # exit 1 if assignments/ is out of date
@@ -134,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.assignments", description=__doc__)
     parser.add_argument("--check", action="store_true", help="only report stale assignments")
     args = parser.parse_args(argv)
+    from .grading import validate  # the points metadata; here only reported
+
+    for solution_path in sorted(SOLUTIONS.glob("*.ipynb")):
+        for problem in validate(nbformat.read(solution_path, as_version=4)):
+            print(f"{solution_path.relative_to(REPO)}: {problem}", file=sys.stderr)
     stale = generate(check=args.check)
     for path in stale:
         verb = "out of date" if args.check else "written"
