@@ -1,5 +1,6 @@
-"""Lecture 5 (MNIST CNN): the notebook's models, augmentation, confusion matrix and the
-preprocessing of one's own handwriting, on synthetic inputs (no data download needed)."""
+"""Lecture 5 (MNIST CNN): the notebook's training loop, models, augmentation, confusion matrix
+and digit prediction, on synthetic inputs (no data download needed). The preprocessing of
+outside digits lives in utils.digits and is tested in test_digits.py."""
 
 import numpy as np
 import pytest
@@ -121,47 +122,115 @@ def test_worst_mistakes_orders_by_confidence():
     assert conf[0] > conf[1]
 
 
-# ----------------------------------------------------------------- preprocessing
-def test_preprocess_dark_ink_on_white_is_inverted(tmp_path):
-    path = tmp_path / "seven.png"
-    _digit_image(dark_ink_on_light=True).save(path)
-    x = nb.preprocess_digit(path)
-    assert x.shape == (1, 1, 28, 28) and x.dtype == torch.float32
-    assert x.min() >= 0 and x.max() <= 1
-    assert x.max() > 0.9  # the ink became bright ...
-    assert x[0, 0, :2].sum() == 0 and x[0, 0, :, :2].sum() == 0  # ... and the background black
-    # fits in the 20x20 box and is centred by mass
-    rows, cols = torch.nonzero(x[0, 0] > 0, as_tuple=True)
-    assert rows.max() - rows.min() + 1 <= 21 and cols.max() - cols.min() + 1 <= 21
-    r, c = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
-    m = x[0, 0]
-    assert abs((r * m).sum() / m.sum() - 13.5) < 1 and abs((c * m).sum() / m.sum() - 13.5) < 1
+# ------------------------------------------------------------------ training loop
+def _two_bar_data(n=64, seed=0):
+    # Two classes that differ in where the ink is: a vertical vs a horizontal bar, plus noise.
+    g = torch.Generator().manual_seed(seed)
+    x = 0.1 * torch.rand(n, 1, 28, 28, generator=g)
+    y = torch.arange(n) % 2
+    x[y == 0, :, 4:24, 12:16] += 0.9
+    x[y == 1, :, 12:16, 4:24] += 0.9
+    return x, y
 
 
-def test_preprocess_same_result_for_either_polarity_and_rgba(tmp_path):
-    dark = tmp_path / "dark.png"
-    light = tmp_path / "light.png"
-    rgba = tmp_path / "rgba.png"
-    img = _digit_image(dark_ink_on_light=True)
-    img.save(dark)
-    Image.fromarray(255 - np.asarray(img)).save(light)  # white ink on black, as in MNIST
-    # a transparent PNG: black ink whose alpha is the stroke, nothing elsewhere
-    mask = np.asarray(_digit_image(dark_ink_on_light=False))
-    rgba_array = np.zeros((*mask.shape, 4), dtype=np.uint8)
-    rgba_array[..., 3] = mask
-    Image.fromarray(rgba_array).save(rgba)
-    x_dark, x_light = nb.preprocess_digit(dark), nb.preprocess_digit(light)
-    torch.testing.assert_close(x_dark, x_light, atol=1e-5, rtol=0)
-    torch.testing.assert_close(nb.preprocess_digit(rgba), x_dark, atol=1e-5, rtol=0)
+@pytest.mark.parametrize("make_model", ["logistic_regression", "CourseCNN"])
+def test_train_one_epoch_equals_utils_train_classifier(make_model):
+    from utils import train_classifier
+
+    x, y = torch.rand(230, 1, 28, 28), torch.randint(0, 10, (230,))  # 230: a short last batch
+    ours = getattr(nb, make_model)()
+    library = getattr(nb, make_model)()
+    library.load_state_dict(ours.state_dict())
+    losses = nb.train_one_epoch(ours, torch.optim.Adam(ours.parameters(), lr=1e-2), x, y, 50,
+                                torch.Generator().manual_seed(3))
+    reference = train_classifier(library, torch.optim.Adam(library.parameters(), lr=1e-2), x, y,
+                                 epochs=1, batch_size=50,
+                                 generator=torch.Generator().manual_seed(3))
+    assert len(losses) == 5 and losses == pytest.approx(reference, abs=0)
+    for p, q in zip(ours.parameters(), library.parameters()):
+        torch.testing.assert_close(p, q, atol=0, rtol=0)
 
 
-def test_preprocess_blank_image(tmp_path):
-    path = tmp_path / "blank.png"
-    Image.new("L", (40, 30), 255).save(path)
-    x = nb.preprocess_digit(path)
-    assert x.shape == (1, 1, 28, 28) and x.abs().sum() == 0
+def test_train_one_epoch_steps_the_scheduler_and_applies_the_transform():
+    model = nb.logistic_regression()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    seen = []
+
+    def transform(xb):
+        seen.append(len(xb))
+        return xb
+
+    x, y = _two_bar_data(70)
+    nb.train_one_epoch(model, opt, x, y, 32, scheduler=sched, transform=transform)
+    assert seen == [32, 32, 6]
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**3)
 
 
+def test_evaluate_matches_cross_entropy_and_accuracy_in_eval_mode():
+    from utils import predict
+
+    model = nb.ImprovedCNN()
+    model.train()
+    x, y = torch.rand(37, 1, 28, 28), torch.randint(0, 10, (37,))
+    loss, acc = nb.evaluate(model, x, y, batch_size=10)
+    logits = predict(model, x)  # eval mode, no graph
+    assert loss == pytest.approx(F.cross_entropy(logits, y).item(), abs=1e-5)
+    assert acc == pytest.approx((logits.argmax(1) == y).float().mean().item(), abs=1e-7)
+    assert model.training  # the mode is restored
+    with torch.no_grad():
+        running_mean = model.features[1].running_mean.clone()
+    nb.evaluate(model, x, y)
+    torch.testing.assert_close(model.features[1].running_mean, running_mean)  # eval: no update
+
+
+def test_fit_records_one_validation_accuracy_per_epoch_and_learns():
+    x, y = _two_bar_data(64)
+    xv, yv = _two_bar_data(40, seed=1)
+    torch.manual_seed(0)
+    model = nb.CourseCNN()
+    history = nb.fit(model, torch.optim.Adam(model.parameters(), lr=3e-3), x, y, xv, yv,
+                     epochs=4, batch_size=16, generator=torch.Generator().manual_seed(0))
+    assert len(history["loss"]) == 16 and len(history["val_acc"]) == 4
+    assert history["val_acc"][-1] == 1.0
+
+
+def test_train_course_cnn_is_reproducible_and_first_epochs_agree():
+    x, y = _two_bar_data(60)
+    m1, h1 = nb.train_course_cnn(x, y, x, y, epochs=3, seed=4)
+    m2, h2 = nb.train_course_cnn(x, y, x, y, epochs=1, seed=4)
+    # a shorter run with the same seed is the start of the longer one (constant learning rate)
+    assert h1["loss"][: len(h2["loss"])] == h2["loss"]
+    assert h1["val_acc"][0] == h2["val_acc"][0]
+
+
+def test_flat_gradient_matches_autograd_of_the_sum_of_parameters():
+    model = nb.logistic_regression().double()
+    x, y = torch.rand(20, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (20,))
+    g = nb.flat_gradient(model, x, y)
+    params = list(model.parameters())
+    expected = torch.autograd.grad(F.cross_entropy(model(x), y), params)
+    torch.testing.assert_close(g, torch.cat([e.flatten() for e in expected]))
+
+
+def test_conv_without_bias_is_linear():
+    conv = torch.nn.Conv2d(1, 4, 5, stride=2)
+    x, z = torch.rand(3, 1, 28, 28), torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(nb.conv_without_bias(conv, 2.0 * x - 0.5 * z),
+                                   2.0 * nb.conv_without_bias(conv, x)
+                                   - 0.5 * nb.conv_without_bias(conv, z), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(nb.conv_without_bias(conv, torch.zeros(1, 1, 28, 28)),
+                                   torch.zeros(1, 4, 12, 12))
+
+
+def test_mistake_labels_format():
+    labels = nb.mistake_labels(torch.tensor([1]), torch.tensor([0.876]), torch.tensor([3, 7]),
+                               torch.tensor([3, 1]))
+    assert labels == ["7→1 (0.88)"]
+
+
+# ----------------------------------------------------------------- own digit
 def test_predict_digit_returns_probabilities(tmp_path):
     path = tmp_path / "seven.png"
     _digit_image().save(path)
