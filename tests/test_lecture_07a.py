@@ -1,4 +1,5 @@
-"""Lecture 7: the from-scratch initializers and experiments against torch.nn.init / autograd."""
+"""Lecture 7a: the from-scratch initializers, activation functions and preprocessing experiments
+against torch.nn.init, torch.nn.functional and autograd."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nbdefs import definitions
 
-nb = definitions("07_initialization")
+nb = definitions("07a_initialization")
 
 SHAPES = [(300, 3000), (3000, 300), (64, 32, 3, 3), (7, 5)]
 
@@ -204,3 +206,81 @@ def test_make_mlp_default_keeps_pytorch_init():
     model = nb.make_mlp(2, 512)
     w = model[3].weight  # second hidden layer
     assert w.std().item() == pytest.approx(1 / math.sqrt(3 * 512), rel=0.02)
+
+
+# ----------------------------------------------------------------- activation functions
+Z = torch.cat([torch.linspace(-8, -1e-3, 400), torch.linspace(1e-3, 8, 400)]).double()
+
+
+@pytest.mark.parametrize(
+    "ours, prime, reference",
+    [
+        ("sigmoid", "sigmoid_prime", torch.sigmoid),
+        (None, "tanh_prime", torch.tanh),
+        ("leaky_relu", "leaky_relu_prime", F.leaky_relu),
+        ("elu", "elu_prime", F.elu),
+        ("gelu", "gelu_prime", F.gelu),
+    ],
+)
+def test_activation_and_derivative_match_torch_and_autograd(ours, prime, reference):
+    z = (Z + 0.01 * torch.randn(Z.shape, generator=gen(20), dtype=torch.float64)).requires_grad_(True)
+    out = reference(z)
+    (expected_prime,) = torch.autograd.grad(out.sum(), z)
+    z = z.detach()
+    if ours is not None:
+        torch.testing.assert_close(getattr(nb, ours)(z), out.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(getattr(nb, prime)(z), expected_prime, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_leaky_relu_with_other_slopes(slope):
+    z = torch.randn(50, generator=gen(21), dtype=torch.float64)
+    torch.testing.assert_close(nb.leaky_relu(z, slope), F.leaky_relu(z, slope))
+
+
+def test_prelu_grads_match_autograd():
+    z = torch.randn(7, 9, generator=gen(22), dtype=torch.float64)
+    up = torch.randn(7, 9, generator=gen(23), dtype=torch.float64)
+    layer = nn.PReLU(init=0.1).double()
+    zz = z.clone().requires_grad_(True)
+    (layer(zz) * up).sum().backward()
+    dz, da = nb.prelu_grads(z, 0.1, up)
+    torch.testing.assert_close(dz, zz.grad)
+    torch.testing.assert_close(da, layer.weight.grad[0])
+
+
+# ------------------------------------------------------------------------ preprocessing
+def test_positive_inputs_give_single_sign_gradient_rows():
+    X = torch.rand(30, 784, generator=gen(24))
+    y = torch.randint(0, 10, (30,), generator=gen(25))
+    assert nb.same_sign_share(X, y, n_examples=10) == 1.0
+    assert nb.same_sign_share(X - X.mean(0), y, n_examples=10) < 0.05
+
+
+def test_sgd_path_matches_a_manual_logistic_step():
+    X = torch.rand(5, 2, generator=gen(26), dtype=torch.float64)
+    y = torch.tensor([0.0, 1, 1, 0, 1], dtype=torch.float64)
+    path = nb.sgd_path(X, y, lr=0.3, epochs=1)
+    assert path.shape == (6, 2) and torch.equal(path[0], torch.zeros(2, dtype=torch.float64))
+    w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    loss = F.binary_cross_entropy_with_logits(X[0] @ w + b, y[0])
+    loss.backward()
+    torch.testing.assert_close(path[1], -0.3 * w.grad)
+    steps = path.diff(dim=0)
+    assert (steps[:, 0] * steps[:, 1] > 0).all()  # positive inputs: both weights move together
+
+
+# ---------------------------------------------------------------------- MNIST helpers
+def test_train_sgd_and_dead_units():
+    torch.manual_seed(0)
+    model = nb.make_mlp(2, 16, lambda fan_in, fan_out: nb.kaiming_std(fan_in), generator=gen(27))
+    X = torch.rand(64, 1, 28, 28, generator=gen(28))
+    y = torch.randint(0, 10, (64,), generator=gen(29))
+    losses = nb.train_sgd(model, X, y, lr=0.01, epochs=3, seed=0, batch_size=16)
+    assert len(losses) == 12 and losses[-1] < losses[0] * 1.5
+    assert 0.0 <= nb.accuracy_on(model, X, y) <= 1.0
+    with torch.no_grad():
+        model[1].bias.fill_(-1e6)  # every unit of the first hidden layer is now dead
+    shares = nb.dead_unit_share(model, X)
+    assert len(shares) == 2 and shares[0] == 1.0
