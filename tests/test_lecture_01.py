@@ -296,8 +296,33 @@ def test_fgsm_is_a_clipped_sign_step_that_raises_the_loss(nb, gen):
     assert losses(X_adv).mean() > losses(X).mean()
 
 
-def test_time_forward_backward_returns_positive_medians(nb):
+def test_time_forward_backward_times_each_run_and_resets_the_gradient(nb):
     net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
     fwd, bwd = nb.time_forward_backward(net, torch.randn(4, 8), repeats=3)
-    assert fwd > 0 and bwd > 0
-    assert net[0].weight.grad is not None
+    assert fwd.shape == bwd.shape == (3,) and (fwd > 0).all() and (bwd > 0).all()
+    # .grad holds the gradient of one backward pass, not the sum of the 4 runs (warm-up included)
+    x = torch.randn(4, 8)
+    net.zero_grad()
+    net(x).sum().backward()
+    once = net[0].weight.grad.clone()
+    nb.time_forward_backward(net, x, repeats=3)
+    _close(net[0].weight.grad, once, atol=1e-6)
+
+
+# ------------------------------------------------------------------- the box model by hand
+def test_box_chain_matches_autograd_on_fresh_inputs(nb, gen):
+    boxes = [nb.Box(torch.tanh, lambda t: 1 - torch.tanh(t) ** 2), nb.Box(lambda t: t**3, lambda t: 3 * t**2),
+             nb.Box(torch.sin, torch.cos), nb.Box(torch.exp, torch.exp)]
+    x = torch.randn(50, dtype=D, generator=gen)
+    y, dy = nb.chain_forward_backward(boxes, x)
+    xr = x.clone().requires_grad_(True)
+    ref = torch.exp(torch.sin(torch.tanh(xr) ** 3))
+    ref.sum().backward()
+    _close(y, ref.detach(), atol=1e-12)
+    _close(dy, xr.grad, atol=1e-12)
+
+
+def test_box_remembers_its_input_for_the_backward_pass(nb):
+    box = nb.Box(torch.log, lambda t: 1 / t)
+    box.forward(torch.tensor([2.0, 4.0], dtype=D))
+    _close(box.backward(torch.tensor([1.0, 8.0], dtype=D)), [0.5, 2.0], atol=0)

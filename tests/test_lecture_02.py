@@ -36,7 +36,7 @@ def test_notebook_defines_the_losses():
         "mse_loss", "loss_fn_reg", "gaussian_nll", "l1_loss", "laplace_nll", "sigmoid_naive",
         "sigmoid", "bce_loss", "bce_with_logits", "loss_fn_logistic", "one_hot", "softmax_naive",
         "cross_entropy_probs", "loss_fn_softmax", "logsumexp", "softmax", "log_softmax",
-        "cross_entropy", "entropy", "kl_divergence", "gradient_descent",
+        "cross_entropy", "entropy", "kl_divergence", "gradient_descent", "logistic_mle_newton",
     ):  # fmt: skip
         assert callable(getattr(nb, name, None)), f"the notebook no longer defines {name}"
 
@@ -225,3 +225,33 @@ def test_gradient_descent_on_softmax_regression_reaches_the_centred_mle(gen):
     opt.step(closure)
     mle = torch.cat([free.detach(), torch.zeros(1, p, dtype=torch.float64)])
     close(w.detach(), mle - mle.mean(dim=0), atol=1e-5)
+
+
+def test_logistic_mle_newton_matches_lbfgs_on_the_torch_loss(gen):
+    n, p = 400, 4
+    x = torch.randn(n, p, generator=gen, dtype=torch.float64) * math.sqrt(2.0)
+    beta_true = torch.rand(p, generator=gen, dtype=torch.float64) * 2 - 1
+    y = torch.bernoulli(torch.sigmoid(x @ beta_true), generator=gen)
+    newton = nb.logistic_mle_newton(x, y)
+    # the score equation holds at the MLE
+    close(x.T @ (torch.sigmoid(x @ newton) - y) / n, torch.zeros(p, dtype=torch.float64), atol=1e-12)
+    b = torch.zeros(p, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([b], max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.BCEWithLogitsLoss()(x @ b, y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    close(newton, b.detach(), atol=1e-6)
+
+
+def test_gradient_descent_on_logistic_regression_reaches_the_newton_mle(gen):
+    x = torch.randn(300, 3, generator=gen, dtype=torch.float64)
+    y = torch.bernoulli(torch.sigmoid(x @ torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64)), generator=gen)
+    b = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    nb.gradient_descent(lambda: nb.loss_fn_logistic(b, x, y), [b], lr=1.0, steps=2000)
+    close(b.detach(), nb.logistic_mle_newton(x, y), atol=1e-6)

@@ -285,3 +285,14 @@ def test_composed_tents_are_a_sawtooth_with_2_to_the_k_pieces(depth):
     assert nb.count_linear_pieces(out, x) == 2**depth
     assert nb.count_linear_pieces(3 * x + 1, x) == 1
     assert nb.count_linear_pieces(x - 0.5 + (x - 0.25).clamp(min=0), x) == 2  # kink on the grid
+
+
+def test_time_mlp_passes_times_each_run_and_leaves_the_parameters_alone():
+    gen = torch.Generator().manual_seed(5)
+    params = random_mlp([6, 5, 2], gen)
+    before = [(W.clone(), b.clone()) for W, b in params]
+    fwd, bwd = nb.time_mlp_passes(params, torch.randn(4, 6, dtype=F64, generator=gen), "tanh", repeats=3)
+    assert fwd.shape == bwd.shape == (3,) and (fwd > 0).all() and (bwd > 0).all()
+    for (W, b), (W0, b0) in zip(params, before):
+        close(W, W0, atol=0)
+        close(b, b0, atol=0)
