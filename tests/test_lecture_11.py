@@ -148,3 +148,97 @@ def test_iwae_from_log_weights():
     expected = torch.log(torch.exp(log_w + 300.0).mean(0)) - 300.0
     torch.testing.assert_close(nb.iwae_from_log_weights(log_w), expected, atol=1e-10, rtol=0)
     torch.testing.assert_close(nb.iwae_from_log_weights(log_w[:1]), log_w[0], atol=1e-12, rtol=0)
+
+
+# --- Gaussian decoder (section 9.1) ---------------------------------------------------
+
+
+def test_gaussian_log_likelihood_matches_normal():
+    mean, x = torch.rand(4, 30, dtype=DTYPE), torch.randn(4, 30, dtype=DTYPE)
+    for tau in (0.05, 0.3, 2.0):
+        ref = Independent(Normal(mean, torch.full_like(mean, tau)), 1).log_prob(x)
+        torch.testing.assert_close(nb.gaussian_log_likelihood(mean, x, tau), ref, atol=1e-9, rtol=0)
+
+
+def test_negative_elbo_gaussian_is_scaled_squared_error_plus_kl():
+    logits, x = torch.randn(3, 12, dtype=DTYPE), torch.rand(3, 12, dtype=DTYPE)
+    mu, logvar = torch.randn(3, 2, dtype=DTYPE), torch.randn(3, 2, dtype=DTYPE)
+    tau = 0.2
+    sq = (x - torch.sigmoid(logits)).pow(2).sum(-1)
+    kl = kl_divergence(Independent(Normal(mu, (0.5 * logvar).exp()), 1),
+                       Independent(Normal(torch.zeros(2, dtype=DTYPE), torch.ones(2, dtype=DTYPE)), 1))
+    expected = sq / (2 * tau**2) + 12 * math.log(tau * math.sqrt(2 * math.pi)) + 0.5 * kl
+    got = nb.negative_elbo_gaussian(logits, x, mu, logvar, beta=0.5, tau=tau)
+    torch.testing.assert_close(got, expected, atol=1e-9, rtol=0)
+
+
+def test_train_vae_runs_with_warmup_and_custom_loss():
+    torch.manual_seed(0)
+    X = torch.rand(64, 10)
+    model = nb.VAE(2, hidden=(8,), data_dim=10)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    import functools
+
+    losses, val = nb.train_vae(model, opt, X, epochs=2, batch_size=16, warmup_steps=4, X_val=X[:16],
+                               elbo=functools.partial(nb.negative_elbo_gaussian, tau=0.3), desc="test")
+    assert len(losses) == 8 and list(val) == [1, 2]
+    assert all(math.isfinite(v) for v in losses)
+
+
+# --- GAN pieces (section 10) ----------------------------------------------------------
+
+
+def test_gan_losses_match_bce_with_logits():
+    real, fake = 4 * torch.randn(40, 1, dtype=DTYPE), 4 * torch.randn(40, 1, dtype=DTYPE)
+    ones, zeros = torch.ones_like(real), torch.zeros_like(fake)
+    expected_d = F.binary_cross_entropy_with_logits(real, ones) + F.binary_cross_entropy_with_logits(fake, zeros)
+    torch.testing.assert_close(nb.discriminator_loss(real, fake), expected_d, atol=1e-12, rtol=0)
+    torch.testing.assert_close(nb.generator_loss(fake), F.binary_cross_entropy_with_logits(fake, ones), atol=1e-12, rtol=0)
+    # Minimax form: mean log(1 − σ(a)), written with probabilities.
+    p = torch.sigmoid(fake)
+    torch.testing.assert_close(nb.generator_loss(fake, saturating=True), torch.log1p(-p).mean(), atol=1e-10, rtol=0)
+
+
+def test_ring_density_matches_mixture_and_integrates_to_one():
+    ref = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(torch.full((8,), 1 / 8, dtype=DTYPE)),
+        Independent(Normal(nb.ring_centres(), 0.05 * torch.ones(8, 2, dtype=DTYPE)), 1))
+    x = nb.ring_sample(500)
+    torch.testing.assert_close(nb.ring_log_density(x), ref.log_prob(x.double()), atol=1e-9, rtol=0)
+    t = torch.linspace(-2.6, 2.6, 1301, dtype=DTYPE)
+    grid = torch.cartesian_prod(t, t)
+    mass = nb.ring_log_density(grid).exp().sum() * (t[1] - t[0]) ** 2
+    assert abs(mass.item() - 1) < 1e-3
+    # Samples sit on the ring of radius 2.
+    assert abs(x.norm(dim=1).mean().item() - 2.0) < 0.02
+
+
+def test_optimal_discriminator_maximises_the_pointwise_objective():
+    log_p, log_q = torch.randn(200, dtype=DTYPE), torch.randn(200, dtype=DTYPE)
+    d_star = nb.optimal_discriminator(log_p, log_q)
+    p, q = log_p.exp(), log_q.exp()
+    torch.testing.assert_close(d_star, p / (p + q), atol=1e-12, rtol=0)
+    value = lambda d: p * d.log() + q * torch.log1p(-d)
+    for eps in (1e-3, -1e-3):
+        assert (value(d_star) >= value((d_star + eps).clamp(1e-9, 1 - 1e-9)) - 1e-12).all()
+
+
+def test_value_at_optimal_discriminator_is_two_js_minus_log_four():
+    # Discrete distributions on 6 points: V(D*, G) = 2 JS(p ‖ q) − log 4, JS by its definition.
+    p = torch.softmax(torch.randn(6, dtype=DTYPE), 0)
+    q = torch.softmax(torch.randn(6, dtype=DTYPE), 0)
+    d = nb.optimal_discriminator(p.log(), q.log())
+    v = (p * d.log()).sum() + (q * torch.log1p(-d)).sum()
+    m = (p + q) / 2
+    js = 0.5 * (p * (p / m).log()).sum() + 0.5 * (q * (q / m).log()).sum()
+    torch.testing.assert_close(v, 2 * js - math.log(4), atol=1e-12, rtol=0)
+
+
+def test_modes_covered_counts_modes():
+    g = torch.Generator().manual_seed(0)
+    full = nb.ring_sample(4000, generator=g)
+    assert nb.modes_covered(full)[0] == 8 and nb.modes_covered(full)[1] > 0.99
+    centres = nb.ring_centres().float()
+    three = centres[torch.arange(3000) % 3] + 0.05 * torch.randn(3000, 2, generator=g)
+    assert nb.modes_covered(three)[0] == 3
+    assert nb.modes_covered(torch.zeros(100, 2)) == (0, 0.0)
