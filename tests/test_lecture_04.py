@@ -293,3 +293,44 @@ def test_kde_by_convolution_matches_scipy(bandwidth, step):
     bound = step / 2 / (bandwidth**2 * np.sqrt(2 * np.pi * np.e)) + 1e-4
     assert np.abs(ours - ref).max() < bound
     assert abs(ours.sum() * step - 1.0) < 1e-3
+
+
+# --- integer multiplication, the exact gradient-descent curve, per-crop errors -----------------
+
+
+def test_multiply_integers_matches_python():
+    rng = np.random.default_rng(41)
+    pairs = [(0, 0), (0, 7), (9, 9), (10, 10), (999, 999), (1234, 5678)]
+    for _ in range(30):
+        a, b = (int("".join(map(str, rng.integers(0, 10, size=rng.integers(1, 60)))))
+                for _ in range(2))
+        pairs.append((a, b))
+    for a, b in pairs:
+        assert nb.multiply_integers(a, b) == a * b, (a, b)
+
+
+def test_gd_losses_exact_matches_the_iterates():
+    rng = np.random.default_rng(42)
+    x = rng.normal(size=(3, 1, 12, 12)) + 0.5 * rng.normal(size=(3, 1, 1, 1))  # some collinearity
+    y = F.conv2d(torch.from_numpy(x), torch.from_numpy(rng.normal(size=(1, 1, 3, 3)))).numpy()
+    y = y + 0.1 * rng.normal(size=y.shape)
+    patches = np.lib.stride_tricks.sliding_window_view(x[:, 0], (3, 3), axis=(1, 2)).reshape(-1, 9)
+    w_min = np.linalg.lstsq(patches, y.reshape(-1), rcond=None)[0]
+    hessian = 2 * patches.T @ patches / len(patches)
+    loss_min = nb.mse_and_gradient(x, y, w_min.reshape(1, 1, 3, 3))[0]
+    eta = 1.5 / np.linalg.eigvalsh(hessian)[-1]
+    path = []
+    _, losses = nb.fit_kernel(x, y, steps=80, lr=eta, trajectory=path)
+    exact = nb.gd_losses_exact(np.arange(80), eta, hessian, np.zeros(9), w_min, loss_min)
+    np.testing.assert_allclose(exact, losses, rtol=1e-9, atol=1e-12)
+    assert len(path) == 80 and np.all(path[0] == 0)
+    assert losses[-1] < losses[0]
+
+
+def test_per_crop_mse():
+    rng = np.random.default_rng(43)
+    x, w = rng.normal(size=(5, 1, 9, 8)), rng.normal(size=(3, 3))
+    y = rng.normal(size=(5, 1, 7, 6))
+    out = nb.per_crop_mse(w, x, y)
+    ref = ((F.conv2d(torch.from_numpy(x), torch.from_numpy(w)[None, None]).numpy() - y) ** 2)
+    np.testing.assert_allclose(out, ref.reshape(5, -1).mean(axis=1), rtol=1e-12)
