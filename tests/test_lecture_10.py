@@ -1,5 +1,6 @@
-"""Lecture 10 (attention): the notebook's attention functions and modules against PyTorch,
-on fresh random inputs; masks, causality and padding (no data download needed)."""
+"""Lecture 10 (attention): the notebook's attention functions and modules against PyTorch or
+closed forms, on fresh random inputs; masks, causality, padding, positional encodings, the
+date translator's attention and BERT's masking (no data download needed)."""
 
 import math
 
@@ -214,32 +215,120 @@ def test_char_transformer_is_causal():
         assert torch.all(torch.triu(w, diagonal=1) == 0)
 
 
-def test_lm_loss_and_nats_per_char_ignore_padding():
-    logits = torch.randn(3, 5, 27)
-    y = torch.tensor([[1, 2, 0, -1, -1], [4, 0, -1, -1, -1], [5, 6, 7, 8, 0]])
-    real = y != -1
-    expected = F.cross_entropy(logits[real], y[real])
-    torch.testing.assert_close(nb.lm_loss(logits, y), expected)
-
-    class Fixed(nn.Module):  # a "model" that returns these logits
-        def __init__(self):
-            super().__init__()
-            self.p = nn.Parameter(torch.zeros(1))
-
-        def forward(self, x):
-            return logits[x[:, 0]]
-
-    value = nb.nats_per_char(Fixed(), torch.arange(3)[:, None], y)
-    assert abs(value - expected.item()) < 1e-6
+def test_char_transformer_bidirectional_mode_sees_the_future():
+    bert = nb.CharTransformer(vocab_size=11, block_size=8, d_model=16, n_heads=2, n_layers=1, causal=False).eval()
+    x = torch.randint(0, 11, (3, 8))
+    x2 = x.clone()
+    x2[:, -1] = (x[:, -1] + 1) % 11
+    with torch.no_grad():
+        assert not torch.allclose(bert(x)[:, 0], bert(x2)[:, 0])  # position 0 sees the last token
 
 
-def test_encode_names_shifts_targets_and_pads_with_minus_one():
-    from utils.text import CharVocab
+def test_mask_for_mlm_follows_berts_recipe():
+    from utils.lm import encode_words, lm_vocab
 
-    vocab = CharVocab(["emma", "ava", "bo"], specials=(".",))
-    X, Y = nb.encode_names(["ava", "bo"], vocab, 6)
-    dot = vocab.stoi["."]
-    assert X[0].tolist()[:4] == [dot] + [vocab.stoi[c] for c in "ava"]
-    assert Y[0].tolist() == [vocab.stoi[c] for c in "ava"] + [dot, -1, -1]
-    assert Y[1].tolist() == [vocab.stoi["b"], vocab.stoi["o"], dot, -1, -1, -1]
-    assert torch.equal(X[:, 1:][Y[:, :-1] != -1], Y[:, :-1][Y[:, :-1] != -1])
+    words = ["emma", "olivia", "ava", "isabella", "sophia", "mia"] * 400
+    vocab = lm_vocab(words)
+    X, Y = encode_words(words, vocab)
+    mask_id = len(vocab)
+    Xc, T = nb.mask_for_mlm(X, Y, torch.Generator().manual_seed(0), mask_id, len(vocab), rate=0.3)
+    picked = T != -100
+    real = torch.zeros_like(picked)
+    real[:, 1:] = Y[:, :-1] > 0
+    assert not (picked & ~real).any()  # never the boundary token or padding
+    assert torch.equal(T[picked], X[picked])  # targets are the original characters
+    assert torch.equal(Xc[~picked], X[~picked])  # nothing else changes
+    frac = picked.sum() / real.sum()
+    assert 0.27 < frac < 0.33
+    share_mask = (Xc[picked] == mask_id).float().mean()
+    share_same = (Xc[picked] == X[picked]).float().mean()
+    assert 0.76 < share_mask < 0.84 and 0.08 < share_same < 0.16
+    assert ((Xc[picked] >= 1) & (Xc[picked] <= mask_id)).all()
+
+
+def test_nats_per_word_adds_up_to_nats_per_char():
+    from utils.lm import CharRNN, encode_words, lm_vocab, nats_per_char
+
+    words = ["anna", "bob", "christina", "dee"]
+    vocab = lm_vocab(words)
+    X, Y = encode_words(words, vocab)
+    model = CharRNN(len(vocab), embed_dim=8, hidden_size=8)
+    per_word = nb.nats_per_word(model, X, Y)
+    chars = (Y != -100).sum(1)
+    assert per_word.shape == (4,)
+    assert abs(per_word.sum().item() / chars.sum().item() - nats_per_char(model, X, Y)) < 1e-6
+
+
+# ------------------------------------------------------------ positional encodings, local attention
+@pytest.mark.parametrize("length,d", [(7, 4), (30, 16), (50, 32)])
+def test_sinusoidal_positions_closed_form_and_shift_property(length, d):
+    pe = nb.sinusoidal_positions(length, d)
+    assert pe.shape == (length, d)
+    for p in (0, 1, length - 1):
+        for j in range(d):
+            f = math.sin if j % 2 == 0 else math.cos
+            assert abs(pe[p, j].item() - f(p / 10000 ** ((j - j % 2) / d))) < 1e-12
+    k = 2
+    omega = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    c, s = torch.cos(k * omega), torch.sin(k * omega)
+    shifted = torch.empty_like(pe[:-k])
+    shifted[:, 0::2] = pe[:-k, 0::2] * c + pe[:-k, 1::2] * s  # sin(a + b)
+    shifted[:, 1::2] = pe[:-k, 1::2] * c - pe[:-k, 0::2] * s  # cos(a + b)
+    torch.testing.assert_close(pe[k:], shifted, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("L,width", [(5, 0), (8, 2), (9, 10)])
+def test_local_mask_is_a_band_and_matches_torch(L, width):
+    m = nb.local_mask(L, width)
+    i, j = torch.meshgrid(torch.arange(L), torch.arange(L), indexing="ij")
+    assert torch.equal(m, (i - j).abs() <= width)
+    q, k, v = _qkv(2, 2, L, L, 4)
+    ours, _ = nb.scaled_dot_product_attention(q, k, v, m)
+    torch.testing.assert_close(ours, F.scaled_dot_product_attention(q, k, v, attn_mask=m), atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------- the date translator
+def _translator(attention=True):
+    from utils.dates import SOURCE_WORDS, TARGET_CHARS
+
+    return nb.DateTranslator(len(SOURCE_WORDS), len(TARGET_CHARS), d=8, hidden=12, attention=attention, d_att=6).eval()
+
+
+def _date_batch():
+    from utils.dates import date_splits, encode_pairs
+
+    return encode_pairs(date_splits(20, 0, 0, seed=5)["train"])
+
+
+def test_date_translator_attention_matches_the_formula_and_masks_padding():
+    model = _translator()
+    X, Y = _date_batch()
+    with torch.no_grad():
+        logits, a = model(X, nb.shift_right(Y), return_weights=True)
+        H, summary, keep = model.encode(X)
+        s0 = torch.tanh(model.init(summary))
+        e = torch.empty(X.shape)
+        for b in range(len(X)):
+            for j in range(X.shape[1]):
+                e[b, j] = model.w @ torch.tanh(model.W_q @ s0[b] + model.W_k @ H[b, j])
+        e = e.masked_fill(~keep, float("-inf"))
+        torch.testing.assert_close(a[:, 0], torch.softmax(e, dim=1), atol=1e-6, rtol=0)
+    assert logits.shape == (20, 10, 12) and a.shape == (20, 10, X.shape[1])
+    assert torch.all(a[~keep[:, None].expand_as(a)] == 0)
+    torch.testing.assert_close(a.sum(-1), torch.ones(20, 10), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_date_translator_ignores_extra_padding_and_decodes_greedily(attention):
+    model = _translator(attention)
+    X, Y = _date_batch()
+    padded = torch.cat([X, torch.zeros(len(X), 3, dtype=torch.int64)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded, nb.shift_right(Y)), model(X, nb.shift_right(Y)), atol=1e-5, rtol=0)
+        ids = model.translate(X)
+        # greedy decoding = teacher forcing on the model's own output
+        step_logits = model(X, nb.shift_right(ids))
+    assert ids.shape == (20, 10)
+    assert torch.equal(step_logits.argmax(-1), ids)
+    assert nb.exact_match(model, X, ids).all()
+    assert torch.equal(nb.shift_right(Y)[:, 1:], Y[:, :-1]) and torch.all(nb.shift_right(Y)[:, 0] == 0)
