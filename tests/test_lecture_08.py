@@ -213,3 +213,68 @@ def test_fit_restores_the_best_epoch():
     assert h["val loss"][h["best epoch"] - 1] == min(h["val loss"])
     assert not model.training
     assert math.isfinite(val)
+
+
+# ----------------------------------------------------------- logistic regression
+def random_slot_features(n, n_slots, n_values, seed):
+    """Random ids in 1..n_values-1, with the last slot absent (0) for about a third of rows."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randint(1, n_values, (n, n_slots), generator=g)
+    X[torch.rand(n, generator=g) < 0.3, -1] = 0
+    return X
+
+
+def dense_one_hot(X, n_values):
+    """Independent design matrix: column s * (n_values - 1) + (v - 1) for value v >= 1 in slot s."""
+    import numpy as np
+
+    out = np.zeros((len(X), X.shape[1] * (n_values - 1)))
+    for i, row in enumerate(X.tolist()):
+        for s, v in enumerate(row):
+            if v:
+                out[i, s * (n_values - 1) + v - 1] = 1.0
+    return out
+
+
+@pytest.mark.parametrize("l2", [0.3, 1.0, 5.0])
+def test_logistic_regression_matches_sklearn(l2):
+    from sklearn.linear_model import LogisticRegression
+
+    X = random_slot_features(300, 2, 9, seed=int(10 * l2))
+    g = torch.Generator().manual_seed(11)
+    true_w = torch.randn(2, 9, generator=g, dtype=torch.float64)
+    logits = (true_w[torch.arange(2), X] * (X != 0)).sum(dim=1)
+    y = (torch.rand(300, generator=g, dtype=torch.float64) < torch.sigmoid(logits)).float()
+    model = nb.fit_logistic(X, y, 9, l2)
+    X_new = random_slot_features(50, 2, 9, seed=99)
+    ours = torch.sigmoid(nb.logistic_logits(model, X_new))
+    sk = LogisticRegression(C=1.0 / l2, tol=1e-12, max_iter=10_000).fit(dense_one_hot(X, 9), y.numpy())
+    theirs = torch.from_numpy(sk.predict_proba(dense_one_hot(X_new, 9))[:, 1])
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+    # the intercept is not penalised, the weights of the "absent" value are never used
+    torch.testing.assert_close(model[1], torch.tensor(sk.intercept_[0], dtype=torch.float64),
+                               atol=1e-5, rtol=0)
+    assert (model[0][:, 0] == 0).all()
+
+
+def test_one_hot_slots_layout():
+    X = random_slot_features(40, 2, 7, seed=12)
+    import numpy as np
+
+    np.testing.assert_array_equal(nb.one_hot_slots(X, 7).toarray(), dense_one_hot(X, 7))
+
+
+# ------------------------------------------------------ the notes' log of a sigmoid
+def test_notes_loss_is_the_bce_where_finite_and_fails_when_saturated():
+    g = torch.Generator().manual_seed(13)
+    p = torch.rand(100, generator=g, dtype=torch.float64) * 0.98 + 0.01
+    y = (torch.rand(100, generator=g) < 0.5).double()
+    torch.testing.assert_close(nb.notes_loss(p, y),
+                               F.binary_cross_entropy(p, y, reduction="none"), atol=1e-12, rtol=0)
+    z = torch.tensor([-100.0, 20.0, 20.0])  # float32: sigmoid saturates to 0, 1, 1
+    y32 = torch.tensor([1.0, 0.0, 1.0])
+    out = nb.notes_loss(torch.sigmoid(z), y32)
+    assert torch.isinf(out[0]) and torch.isinf(out[1]) and torch.isnan(out[2])
+    stable = F.binary_cross_entropy_with_logits(z, y32, reduction="none")
+    assert torch.isfinite(stable).all()
+    torch.testing.assert_close(stable[:2], torch.tensor([100.0, 20.0]), atol=1e-4, rtol=0)
