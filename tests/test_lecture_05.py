@@ -1,5 +1,5 @@
-"""Lecture 5 (MNIST CNN): the notebook's training loop, models, augmentation, confusion matrix
-and digit prediction, on synthetic inputs (no data download needed). The preprocessing of
+"""Lecture 5 (MNIST CNN): the notebook's training loop, mini-batch count, models, feature maps,
+augmentation, confusion matrix and digit prediction, on synthetic inputs (no data download needed). The preprocessing of
 outside digits lives in utils.digits and is tested in test_digits.py."""
 
 import numpy as np
@@ -99,6 +99,35 @@ def test_random_shift_keeps_shape_and_mass():
     assert out.shape == x.shape
     torch.testing.assert_close(out.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)))
     assert not torch.equal(out, x)
+
+
+# ------------------------------------------------------------ mini-batches, conv1
+@pytest.mark.parametrize("seed", range(3))
+def test_count_minibatches_is_the_ceiling(seed):
+    import math
+
+    from utils import n_batches
+
+    rng = np.random.default_rng(seed)
+    pairs = [(1, 1), (1, 200), (200, 200), (201, 200), (10_000, 200), (14_690, 128)]
+    pairs += [(int(n), int(m)) for n, m in zip(rng.integers(1, 50_000, 200), rng.integers(1, 600, 200))]
+    for n, m in pairs:
+        k = nb.count_minibatches(n, m)
+        assert k == n_batches(n, m) == math.ceil(n / m) == len(range(0, n, m)), (n, m, k)
+        assert (k - 1) * m < n <= k * m  # the last batch holds 1 to m observations
+
+
+@pytest.mark.parametrize("stride, shape", [(2, (28, 28)), (1, (9, 13)), (3, (20, 17))])
+def test_feature_map_by_hand_matches_conv2d(stride, shape):
+    conv = torch.nn.Conv2d(1, 4, 5, stride=stride)
+    x = torch.randn(1, 1, *shape)
+    with torch.no_grad():
+        expected = torch.relu(conv(x))[0]
+        for c in range(4):
+            got = nb.feature_map(conv, x, c)
+            assert got.shape == expected[c].shape
+            torch.testing.assert_close(got, expected[c], atol=1e-5, rtol=1e-5)
+    assert (expected > 0).any() and (expected == 0).any()  # both sides of the ReLU were tested
 
 
 # ------------------------------------------------------------- confusion matrix
