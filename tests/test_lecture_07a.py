@@ -284,3 +284,22 @@ def test_train_sgd_and_dead_units():
         model[1].bias.fill_(-1e6)  # every unit of the first hidden layer is now dead
     shares = nb.dead_unit_share(model, X)
     assert len(shares) == 2 and shares[0] == 1.0
+
+
+def test_logistic_mle_matches_scipy_minimize():
+    from scipy.optimize import minimize
+
+    X = 0.5 + torch.rand(300, 2, generator=gen(30), dtype=torch.float64)
+    logits = 3 * (X[:, 0] - 1) - 2 * (X[:, 1] - 1)
+    y = torch.bernoulli(torch.sigmoid(logits), generator=gen(31))
+    X1 = torch.cat([X, torch.ones(300, 1, dtype=torch.float64)], dim=1).numpy()
+    yn = y.numpy()
+
+    def loss_and_grad(theta):
+        t = torch.tensor(theta, requires_grad=True)
+        loss = F.binary_cross_entropy_with_logits(torch.from_numpy(X1) @ t, torch.from_numpy(yn))
+        loss.backward()
+        return loss.item(), t.grad.numpy()
+
+    reference = minimize(loss_and_grad, [0.0, 0.0, 0.0], jac=True, method="BFGS", options={"gtol": 1e-10})
+    torch.testing.assert_close(nb.logistic_mle(X, y), torch.from_numpy(reference.x[:2]), rtol=0, atol=1e-5)
