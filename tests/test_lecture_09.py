@@ -7,6 +7,8 @@ training, sampling) is tested in tests/test_lm.py.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -194,3 +196,51 @@ def test_expected_ends_is_the_sum_of_end_probabilities_over_real_positions():
             variance += (p_end * (1 - p_end)).sum().item()
     mean, sd = nb.expected_ends(model, X, Y)
     assert mean == pytest.approx(expected, rel=1e-10) and sd == pytest.approx(variance**0.5, rel=1e-10)
+
+
+def test_per_name_nats_adds_up_to_nats_per_char_and_counts_the_targets():
+    model = small_model("gru", seed=4)
+    words = random_words(5)
+    X, Y = lm.encode_words(words, VOCAB)
+    totals, counts = nb.per_name_nats(model, X, Y)
+    assert counts.tolist() == [len(w) + 1 for w in words]
+    with torch.no_grad():
+        one_by_one = [F.cross_entropy(model(torch.tensor([[0] + VOCAB.encode(w)]))[0][0],
+                                      torch.tensor(VOCAB.encode(w) + [0]), reduction="sum").item() for w in words]
+    torch.testing.assert_close(totals, torch.tensor(one_by_one, dtype=torch.float64), rtol=1e-6, atol=1e-6)
+    assert abs((totals.sum() / counts.sum()).item() - lm.nats_per_char(model, X, Y)) < 1e-6
+
+
+def test_bootstrap_se_matches_scipy_bootstrap_and_is_zero_without_variation():
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    g = gen(6)
+    counts = torch.randint(2, 10, (300,), generator=g).double()
+    totals = counts * 2.0 + torch.randn(300, generator=g, dtype=torch.float64) * counts.sqrt()
+    ours = nb.bootstrap_se(totals, counts, n_boot=4000, seed=1)
+    ref = bootstrap((totals.numpy(), counts.numpy()), lambda t, c, axis=-1: t.sum(axis) / c.sum(axis),
+                    paired=True, vectorized=True, n_resamples=4000, method="percentile",
+                    random_state=np.random.default_rng(0)).standard_error
+    assert abs(ours - ref) / ref < 0.1, (ours, ref)
+    # the delta-method standard error of a ratio estimator, as a second reference
+    ratio = (totals.sum() / counts.sum()).item()
+    resid = totals - ratio * counts
+    delta = (resid.std() * math.sqrt(len(totals)) / counts.sum()).item() * math.sqrt((len(totals) - 1) / len(totals))
+    assert abs(ours - delta) / delta < 0.1, (ours, delta)
+    assert nb.bootstrap_se(torch.full((50,), 6.0, dtype=torch.float64), torch.full((50,), 3.0, dtype=torch.float64)) < 1e-12
+
+
+def test_poisson_interval_matches_scipy_and_covers_the_mean():
+    from scipy.stats import poisson
+
+    for k in (0, 1, 5, 21, 197):
+        low, high = nb.poisson_interval(k)
+        assert low <= k <= high
+        if k > 0:  # exact interval: each tail has probability 2.5 % at its end
+            assert abs(poisson.sf(k - 1, low) - 0.025) < 1e-9
+        assert abs(poisson.cdf(k, high) - 0.025) < 1e-9
+    rng = torch.Generator().manual_seed(7)
+    draws = torch.poisson(torch.full((2000,), 4.0), generator=rng).int().tolist()
+    covered = sum(lo <= 4.0 <= hi for lo, hi in map(nb.poisson_interval, draws)) / len(draws)
+    assert 0.95 <= covered <= 0.995  # exact intervals are conservative

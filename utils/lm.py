@@ -220,7 +220,7 @@ def train_lm(
     computed after every epoch (and after the last step). The model is left in eval mode.
 
     The objective is the batch's total nats divided by the *expected* number of targets in
-    a batch (``batch_size`` × mean word length + 1), so that it is an unbiased estimate of
+    a batch (``batch_size`` × (mean word length + 1)), so that it is an unbiased estimate of
     the training set's nats per character: batches of short names do not weigh more. The
     history's ``loss`` is each batch's own nats per character. ``loss_fn(logits, Y)``
     replaces the objective (and is what the history records).
