@@ -126,6 +126,20 @@ def drop_global_rng(x, p, training, generator=None):
     return x * (torch.rand(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype) >= p) / (1 - p)
 
 
+def drop_unseeded_global_rng(x, p, training, generator=None):  # ignores `generator`
+    if not training or p == 0:
+        return x
+    if p == 1:
+        return torch.zeros_like(x)
+    return x * (torch.rand(x.shape, dtype=x.dtype) >= p) / (1 - p)
+
+
+def drop_nan_at_one(x, p, training, generator=None):  # divides by 1 - p = 0 when p = 1
+    if not training or p == 0:
+        return x
+    return x * (torch.rand(x.shape, generator=generator, dtype=x.dtype) >= p) / (1 - p)
+
+
 # ------------------------------------------------------------------ wrong l2_penalty
 def l2_with_bias(params, lam):
     return lam / 2 * sum((p**2).sum() for p in params.values())
@@ -185,7 +199,8 @@ CASES = {
     ),
     "dropout": (
         normalization.check_dropout,
-        [drop_scaled_at_test, drop_not_scaled, drop_p_is_keep, drop_global_rng],
+        [drop_scaled_at_test, drop_not_scaled, drop_p_is_keep, drop_global_rng,
+         drop_unseeded_global_rng, drop_nan_at_one],
     ),
     "l2_penalty": (normalization.check_l2_penalty, [l2_with_bias, l2_without_half]),
     "adam_update": (
@@ -222,6 +237,8 @@ def test_check_lets_a_stub_through(name, capsys):
         ("batchnorm_backward", bwd_no_mean_term, "batch mean is missing"),
         ("dropout", drop_scaled_at_test, "does nothing at test time"),
         ("dropout", drop_not_scaled, "1 / (1 - p)"),
+        ("dropout", drop_unseeded_global_rng, "global random state"),
+        ("dropout", drop_nan_at_one, "p == 1"),
         ("l2_penalty", l2_with_bias, "not applied to the bias"),
         ("adam_update", adam_decays_bias, "never to the bias"),
     ],

@@ -142,3 +142,14 @@ def test_make_net_shapes_init_and_residual_identity():
     bn_net = nb.make_net(blocks=2, width=16, batchnorm=True, dropout=0.5)
     assert sum(isinstance(m, nn.BatchNorm1d) for m in bn_net.modules()) == 4
     assert sum(isinstance(m, nn.Dropout) for m in bn_net.modules()) == 2
+
+
+def test_adamw_with_exact_gradients_ends_at_the_box_constrained_minimum():
+    # With exact gradients AdamW's fixed points solve min L subject to |w_i| <= 1/lambda.
+    curvature = torch.tensor([1.0, 10.0, 0.5], dtype=F64)
+    target = torch.tensor([0.8, -3.0, 2.5], dtype=F64)
+    lam = 0.5  # box |w_i| <= 2: the first coordinate is free, the other two hit the edge
+    w, state = torch.zeros(3, dtype=F64), {}
+    for _ in range(20_000):  # the approach is slow: about 1/steps
+        w = nb.adam_step(w, curvature * (w - target), state, 0.01, weight_decay=lam, decoupled=True)
+    torch.testing.assert_close(w, torch.tensor([0.8, -2.0, 2.0], dtype=F64), rtol=0, atol=1e-2)

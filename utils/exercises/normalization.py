@@ -172,7 +172,8 @@ def check_batchnorm_backward(batchnorm_backward) -> None:
 
 # ---------------------------------------------------------------------- 3. dropout
 def check_dropout(dropout) -> None:
-    """Evaluation = identity; training: values 0 or x/(1-p), drop rate p, mean x (5 SE)."""
+    """Evaluation = identity; training: values 0 or x/(1-p), share of zeros p (5 SE), the mask
+    drawn from ``generator`` (same seed, same mask; new seed, new mask); p = 0 and p = 1."""
     with exercise("dropout"), check_group("dropout vs PyTorch"):
         gen = generator(903)
         x = 1 + torch.rand(2000, 50, generator=gen, dtype=F64)  # entries in [1, 2]: never 0
@@ -213,8 +214,25 @@ def check_dropout(dropout) -> None:
                 not torch.equal(y2 != 0, kept),
                 hint="draw the mask from the `generator` argument (e.g. torch.rand(..., generator=generator))",
             )
+            y3 = call("dropout (training)", dropout, x, p, True, generator(2))
+            check_true(
+                f"training mode, p = {p}: the same mask for the same seed",
+                torch.equal(y3 != 0, kept),
+                hint="draw the mask from the `generator` argument, not from torch's global random "
+                "state (e.g. torch.rand(x.shape, generator=generator, dtype=x.dtype))",
+            )
         y = call("dropout (training)", dropout, x, 0.0, True, generator(4))
         check_close("training mode, p = 0: the identity", y, x, atol=0)
+        y = call("dropout (training)", dropout, x, 1.0, True, generator(5))
+        require_tensor("dropout", y)
+        check_true(
+            "training mode, p = 1: all zeros, as nn.Dropout(1.0)",
+            torch.equal(y, torch.zeros_like(x)),
+            "" if torch.equal(y, torch.zeros_like(x)) else
+            ("the output contains NaN" if torch.isnan(y).any() else "the output is not all zeros"),
+            hint="with p = 1 every entry is dropped and 1 / (1 - p) is undefined: return zeros "
+            "(torch.zeros_like(x)) for p == 1",
+        )
 
 
 # ------------------------------------------------------------------ 4. L2 penalty
