@@ -259,6 +259,24 @@ def test_nats_per_word_adds_up_to_nats_per_char():
     assert abs(per_word.sum().item() / chars.sum().item() - nats_per_char(model, X, Y)) < 1e-6
 
 
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_bigram_log_probs_match_counts_by_hand(alpha):
+    from utils.lm import encode_words, lm_vocab
+
+    words = ["anna", "bob", "christina", "dee", "ada", "bo"]
+    vocab = lm_vocab(words)
+    X, Y = encode_words(words, vocab)
+    V = len(vocab)
+    log_p = nb.bigram_log_probs(X, Y, V, alpha=alpha)
+    counts = torch.full((V, V), alpha, dtype=torch.float64)
+    for w in words:  # the pairs (previous, next) of ". w ." counted one by one
+        ids = [0] + [vocab.stoi[c] for c in w] + [0]
+        for a, b in zip(ids[:-1], ids[1:]):
+            counts[a, b] += 1
+    torch.testing.assert_close(log_p, (counts / counts.sum(1, keepdim=True)).log(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(log_p.exp().sum(1), torch.ones(V, dtype=torch.float64), atol=1e-12, rtol=0)
+
 # ------------------------------------------------------------ positional encodings, local attention
 @pytest.mark.parametrize("length,d", [(7, 4), (30, 16), (50, 32)])
 def test_sinusoidal_positions_closed_form_and_shift_property(length, d):
