@@ -242,3 +242,30 @@ def test_modes_covered_counts_modes():
     three = centres[torch.arange(3000) % 3] + 0.05 * torch.randn(3000, 2, generator=g)
     assert nb.modes_covered(three)[0] == 3
     assert nb.modes_covered(torch.zeros(100, 2)) == (0, 0.0)
+
+
+def test_lecture_ends_with_summary_corrections_then_results():
+    import nbformat
+    from nbdefs import NOTEBOOKS
+
+    cells = nbformat.read(NOTEBOOKS / "11_vae.ipynb", as_version=4).cells
+    assert cells[-1].cell_type == "code" and "report_results(" in cells[-1].source
+    assert cells[-2].cell_type == "markdown"
+    assert cells[-2].source.startswith("## Corrections to the course notes")
+    assert cells[-3].cell_type == "markdown" and cells[-3].source.startswith("## Summary")
+    assert not any("\b" in c.source for c in cells)  # a "\beta" written without a raw string
+
+
+def test_softmax_regression_matches_sklearn():
+    from sklearn.linear_model import LogisticRegression
+
+    n, weight_decay = 600, 1e-2
+    labels = torch.arange(n) % 3
+    features = torch.randn(n, 4, dtype=DTYPE) + 1.5 * torch.nn.functional.one_hot(labels, 4).to(DTYPE)
+    predict = nb.fit_softmax_regression(features, labels, n_classes=3, weight_decay=weight_decay, max_iter=200)
+    z = (features - features.mean(0)) / features.std(0)
+    # sklearn minimises ½‖W‖² + C Σ_i loss_i; ours is mean loss + (weight_decay / 2) ‖W‖²: C = 1 / (weight_decay n).
+    ref = LogisticRegression(C=1 / (weight_decay * n), tol=1e-10, max_iter=1000).fit(z.numpy(), labels.numpy())
+    probs = torch.softmax(predict(features), 1)
+    torch.testing.assert_close(probs, torch.from_numpy(ref.predict_proba(z.numpy())), atol=1e-4, rtol=0)
+    assert (probs.argmax(1) == labels).double().mean() > 0.6

@@ -150,6 +150,21 @@ def test_plots_draw_what_they_are_given():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
 
 
+def test_tile_images_and_image_rows_place_every_image():
+    from utils.plots import image_rows, tile_images
+
+    images = torch.arange(5 * 6, dtype=torch.float32).view(5, 6) / 30  # five 2×3 "images"
+    canvas = tile_images(images, 2, shape=(2, 3), fill=-1.0)
+    assert canvas.shape == (3 * 2, 2 * 3)
+    np.testing.assert_allclose(canvas[2:4, 3:6], images[3].view(2, 3).numpy())  # row 1, column 1
+    np.testing.assert_allclose(canvas[4:6, 3:6], -1.0)  # the empty sixth cell
+    fig = image_rows({"a": torch.rand(4, 784), "b": torch.rand(2, 28, 28)})
+    assert len(fig.axes) == 8 and fig.axes[0].get_title(loc="left") == "a"
+    assert fig.axes[4].get_title(loc="left") == "b"
+    assert not fig.axes[6].images  # row "b" has 2 of the 4 images
+    plt.close(fig)
+
+
 def test_running_mean_is_a_trailing_window_of_the_same_length():
     values = np.array([4.0, 2.0, 6.0, 0.0, 8.0])
     expected = [4.0, 3.0, 4.0, 8 / 3, 14 / 3]  # windows of 3, shorter at the start

@@ -21,6 +21,8 @@ __all__ = [
     "plot_losses",
     "running_mean",
     "show_images",
+    "tile_images",
+    "image_rows",
     "plot_histograms",
     "plot_heatmap",
 ]
@@ -158,6 +160,40 @@ def show_images(
                 ax.set_title(str(labels[i]), fontsize=9, fontweight="normal")
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def tile_images(
+    images, ncols: int, *, shape: tuple[int, int] = (28, 28), fill: float = 1.0
+) -> np.ndarray:
+    """Arrange ``n`` images (``[n, H*W]`` or ``[n, H, W]``) into one ``[rows*H, ncols*W]`` array.
+
+    Row by row; the cells after the last image keep the value ``fill``. Show the result with
+    one ``imshow`` (much faster than one axes per image for a large grid).
+    """
+    h, w = shape
+    images = _to_numpy(images).reshape(-1, h, w)
+    nrows = int(np.ceil(len(images) / ncols))
+    canvas = np.full((nrows * h, ncols * w), fill, dtype=float)
+    for i, image in enumerate(images):
+        r, c = divmod(i, ncols)
+        canvas[r * h : (r + 1) * h, c * w : (c + 1) * w] = image
+    return canvas
+
+
+def image_rows(rows: Mapping[str, object], *, size: float = 1.0, shape: tuple[int, int] = (28, 28)):
+    """One titled row of grey images (values in [0, 1]) per entry of ``{title: images}``."""
+    n = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(
+        len(rows), n, figsize=(size * n, size * len(rows) + 0.2), squeeze=False
+    )
+    for r, (title, images) in enumerate(rows.items()):
+        images = _to_numpy(images).reshape(-1, *shape)
+        for c in range(n):
+            axes[r, c].axis("off")
+            if c < len(images):
+                axes[r, c].imshow(images[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        axes[r, 0].set_title(title, fontsize=10, loc="left", fontweight="normal")
     return fig
 
 
