@@ -350,7 +350,10 @@ def sandbox_args(prefix: list[str], work: Path, hide: list[Path], env: dict[str,
             and not any(p == h or p in h.parents or h in p.parents for h in hidden)
         ):
             extra.append(p)
+    # A private /tmp first: the binds below may lie inside /tmp (a clone or a virtual
+    # environment under /tmp, as in CI) and must be mounted on top of it, not hidden by it.
     args = list(prefix)
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(512 << 20), "--tmpfs", "/tmp"]
     for p in ro:
         args += ["--ro-bind", str(p), str(p)]
     for p in etc:
@@ -360,7 +363,6 @@ def sandbox_args(prefix: list[str], work: Path, hide: list[Path], env: dict[str,
         if not _inside(p, bound) and p.exists():
             args += ["--ro-bind", str(p), str(p)]
             bound.append(p)
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(512 << 20), "--tmpfs", "/tmp"]
     # Hide what a submission must not see even where it lies inside a bound folder.
     for p in [REPO / "solutions", REPO / ".git", *hide]:
         p = p.resolve()
