@@ -3,19 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from drawn_digits import digit_image
+from PIL import Image
 
 from utils import digits
-
-
-def _digit_image(dark_ink_on_light=True, size=(150, 210)):
-    """A thick '7' on a non-square canvas, as a PIL greyscale image."""
-    img = Image.new("L", size, 0)
-    ImageDraw.Draw(img).line([(30, 40), (120, 40), (60, 190)], fill=255, width=14)
-    a = np.asarray(img, dtype=np.float64)
-    if dark_ink_on_light:
-        a = 240 - a * (200 / 255)  # ink 40, paper 240
-    return Image.fromarray(a.astype(np.uint8))
 
 
 def _centre_of_mass(frame):
@@ -67,7 +58,7 @@ def test_mnist_frame_leaves_an_mnist_digit_almost_unchanged():
 # ------------------------------------------------------------------ preprocess_digit
 def test_preprocess_dark_ink_on_white_is_inverted(tmp_path):
     path = tmp_path / "seven.png"
-    _digit_image(dark_ink_on_light=True).save(path)
+    digit_image(dark_ink_on_light=True).save(path)
     x = digits.preprocess_digit(path)
     assert x.shape == (1, 1, 28, 28) and x.dtype == torch.float32
     assert x.min() >= 0 and x.max() <= 1
@@ -81,11 +72,11 @@ def test_preprocess_dark_ink_on_white_is_inverted(tmp_path):
 
 def test_preprocess_same_result_for_either_polarity_and_rgba(tmp_path):
     dark, light, rgba = tmp_path / "dark.png", tmp_path / "light.png", tmp_path / "rgba.png"
-    img = _digit_image(dark_ink_on_light=True)
+    img = digit_image(dark_ink_on_light=True)
     img.save(dark)
     Image.fromarray(255 - np.asarray(img)).save(light)  # white ink on black, as in MNIST
     # a transparent PNG: black ink whose alpha is the stroke, nothing elsewhere
-    mask = np.asarray(_digit_image(dark_ink_on_light=False))
+    mask = np.asarray(digit_image(dark_ink_on_light=False))
     rgba_array = np.zeros((*mask.shape, 4), dtype=np.uint8)
     rgba_array[..., 3] = mask
     Image.fromarray(rgba_array).save(rgba)

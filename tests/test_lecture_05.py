@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from drawn_digits import digit_image
 from nbdefs import definitions
-from PIL import Image, ImageDraw
 
 nb = definitions("05_mnist_cnn")
 
@@ -15,16 +15,6 @@ nb = definitions("05_mnist_cnn")
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-def _digit_image(dark_ink_on_light=True, size=(150, 210)):
-    """A thick '7' on a non-square canvas, as a PIL greyscale image."""
-    img = Image.new("L", size, 0)
-    ImageDraw.Draw(img).line([(30, 40), (120, 40), (60, 190)], fill=255, width=14)
-    a = np.asarray(img, dtype=np.float64)
-    if dark_ink_on_light:
-        a = 240 - a * (200 / 255)  # ink 40, paper 240
-    return Image.fromarray(a.astype(np.uint8))
 
 
 # ------------------------------------------------------------------------ models
@@ -262,7 +252,7 @@ def test_mistake_labels_format():
 # ----------------------------------------------------------------- own digit
 def test_predict_digit_returns_probabilities(tmp_path):
     path = tmp_path / "seven.png"
-    _digit_image().save(path)
+    digit_image().save(path)
     x, probs = nb.predict_digit(nb.CourseCNN(), path)
     assert x.shape == (1, 1, 28, 28) and probs.shape == (10,)
     torch.testing.assert_close(probs.sum(), torch.tensor(1.0))
