@@ -42,7 +42,7 @@ IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
 
 
 def lectures() -> list[Path]:
-    return sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
+    return results.lecture_notebooks()
 
 
 def assignments() -> list[Path]:

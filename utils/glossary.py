@@ -16,11 +16,10 @@ import json
 import re
 from pathlib import Path
 
-from utils.results import notebook_title
+from utils.results import lecture_notebooks, notebook_title
 
 __all__ = ["find_pairs", "collect", "glossary_page", "chinese_words"]
 
-REPO = Path(__file__).resolve().parent.parent
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 # **English** (中文[, remark]) -- the bold term, at most one space, then the parentheses.
@@ -121,10 +120,6 @@ def chinese_words(entries: list[dict]) -> list[str]:
     return sorted(words)
 
 
-def _lecture_notebooks() -> list[Path]:
-    return sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -132,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="write the glossary page here")
     args = parser.parse_args(argv)
-    entries = collect(args.notebooks or _lecture_notebooks())
+    entries = collect(args.notebooks or lecture_notebooks())
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(glossary_page(entries), encoding="utf-8")

@@ -148,7 +148,8 @@ def collect(notebooks: list[str | Path]) -> list[dict]:
     return entries
 
 
-def _lecture_notebooks() -> list[Path]:
+def lecture_notebooks() -> list[Path]:
+    """The lecture notebooks, in course order (notebooks/NN*.ipynb)."""
     return sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
 
 
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="write the results page here")
     args = parser.parse_args(argv)
-    entries = collect(args.notebooks or _lecture_notebooks())
+    entries = collect(args.notebooks or lecture_notebooks())
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(results_page(entries), encoding="utf-8")
