@@ -182,15 +182,25 @@ def _make_env(**extra: str) -> dict[str, str]:
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
 def test_make_lab_adds_allow_root_only_for_root():
+    # A dry run on a copy of the Makefile in a folder every user can enter: the clone itself
+    # may sit in a folder that `nobody` cannot (mktemp -d and pytest's tmp_path are mode 700).
+    folder = Path(tempfile.mkdtemp(prefix="make-lab-"))
+    folder.chmod(0o755)
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(REPO / name, folder / name)
+
     def lab_command(prefix: list[str]) -> str:
         out = subprocess.run(
             [*prefix, "make", "--no-print-directory", "-n", "lab", "PORT=8999"],
-            cwd=REPO, env=_make_env(), capture_output=True, text=True, timeout=120,
+            cwd=folder, env=_make_env(), capture_output=True, text=True, timeout=120,
         )
         assert out.returncode == 0, out.stderr
         return out.stdout[out.stdout.index("jupyter lab"):]
 
-    as_root, as_user = lab_command([]), lab_command(AS_NOBODY)
+    try:
+        as_root, as_user = lab_command([]), lab_command(AS_NOBODY)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     for command in (as_root, as_user):
         assert "--no-browser" in command and "--port=8999" in command
     assert "--allow-root" in as_root and "--allow-root" not in as_user
